@@ -1,0 +1,3 @@
+from facedata.cli import main
+
+main()

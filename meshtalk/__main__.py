@@ -1,0 +1,3 @@
+from meshtalk.cli import main
+
+main()
