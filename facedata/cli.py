@@ -54,6 +54,35 @@ def synth(
     typer.echo(summary.describe())
 
 
+@app.command()
+def ingest(
+    raw: Annotated[Path, typer.Argument(help="Raw tree: a folder of m--<date>--<time>--<entity>--GHS identities.")],
+    store: Annotated[Path, typer.Option("--store", help="Store directory (created, or resumed if it exists).")],
+    vertices: Annotated[str, typer.Option(help="meshtalk (6172 kept vertices) or full (7306).")] = "meshtalk",
+    keep: Annotated[Path | None, typer.Option(help="A keep list (one source vertex index per line).")] = None,
+    topology: Annotated[
+        Path | None, typer.Option(help="An OBJ in the kept topology whose faces the store uses.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = max(1, min(4, os.cpu_count() or 1)),
+    shard_frames: Annotated[int, typer.Option(min=1, help="Frames per vertex shard file.")] = 256,
+    max_audio_mismatch_ms: Annotated[
+        float, typer.Option(help="Reject audio whose length differs from its frames' by more than this.")
+    ] = 200.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done; write nothing.")] = False,
+) -> None:
+    """Ingest a raw Multiface tree into a sharded Zarr v3 store with Parquet manifests (resumable)."""
+    from facedata.ingest import IngestOptions
+    from facedata.ingest import ingest as run_ingest
+    from facedata.report import print_ingest_report, progress_bar
+
+    options = IngestOptions(vertices=vertices, keep=keep, topology=topology, workers=workers,
+                            shard_frames=shard_frames, max_audio_mismatch_ms=max_audio_mismatch_ms,
+                            dry_run=dry_run)
+    with progress_bar("ingest", unit="frames") as update:
+        report = run_ingest(raw, store, options, progress=update)
+    print_ingest_report(report)
+
+
 def main() -> None:
     try:
         app()

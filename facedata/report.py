@@ -1,0 +1,80 @@
+"""Terminal output shared by the commands: progress bars with rates and summary tables (rich)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+console = Console(stderr=True)
+
+
+class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} {self.unit}/s" if speed else f"- {self.unit}/s", style="cyan")
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, *, unit: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar driven by ``update(message, done, total)`` calls; silent when stderr is not a terminal."""
+    progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), _RateColumn(unit),
+                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
+                        console=console, disable=not sys.stderr.isatty(), transient=False)
+    task = progress.add_task("", total=None)
+
+    def update(message: str, done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total, description=message[-60:])
+
+    with progress:
+        yield update
+
+
+def print_ingest_report(report: Any) -> None:
+    """The summary table of an ingest run, the rejects grouped by reason, and where the manifests are."""
+    out = Console()
+    title = "ingest plan (dry run)" if report.dry_run else f"ingest of {report.store}"
+    table = Table(title=title)
+    for column in ("identity", "ingested", "skipped", "rejected", "frames", "dropped", "audio s", "rejects"):
+        table.add_column(column, justify="left" if column == "identity" else "right")
+    rows = report.summary_rows()
+    for row in rows:
+        table.add_row(row["identity"], *(str(row[k]) for k in ("ingested", "skipped", "rejected", "frames", "dropped")),
+                      f"{row['audio_s']:.1f}", str(row["rejects"]))
+    if report.dry_run:
+        table.columns[1].header, table.columns[2].header = "to ingest", "up to date"
+    out.print(table)
+    if report.rejects:
+        reasons = Counter((r.stage, r.reason) for r in report.rejects)
+        rej = Table(title=f"{len(report.rejects)} rejected inputs")
+        rej.add_column("stage")
+        rej.add_column("reason")
+        rej.add_column("count", justify="right")
+        rej.add_column("example")
+        for (stage, reason), count in sorted(reasons.items()):
+            example = next(r for r in report.rejects if (r.stage, r.reason) == (stage, reason))
+            detail = f" (expected {example.expected}, got {example.actual})" if example.expected else ""
+            rej.add_row(stage, reason, str(count), f"{example.path}{detail}")
+        out.print(rej)
+    if not report.dry_run:
+        out.print(f"{report.frames_ingested} frames in {report.seconds:.1f} s ({report.frames_per_second:,.0f} "
+                  f"frames/s); manifests in {report.store / 'manifests'}")
