@@ -83,6 +83,17 @@ def ingest(
     print_ingest_report(report)
 
 
+@app.command()
+def info(
+    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+) -> None:
+    """Summarise a store: format, settings, sequences per identity and kind, rejects, runs."""
+    from facedata.report import print_store_summary
+    from facedata.store import Store
+
+    print_store_summary(Store(store))
+
+
 def main() -> None:
     try:
         app()

@@ -24,6 +24,11 @@ from rich.text import Text
 console = Console(stderr=True)
 
 
+def stdout_console() -> Console:
+    """Console for tables on stdout; wide when piped, so long identity names stay readable in logs."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 class _RateColumn(ProgressColumn):
     def __init__(self, unit: str):
         super().__init__()
@@ -51,7 +56,7 @@ def progress_bar(label: str, *, unit: str) -> Iterator[Callable[[str, int, int],
 
 def print_ingest_report(report: Any) -> None:
     """The summary table of an ingest run, the rejects grouped by reason, and where the manifests are."""
-    out = Console()
+    out = stdout_console()
     title = "ingest plan (dry run)" if report.dry_run else f"ingest of {report.store}"
     table = Table(title=title)
     for column in ("identity", "ingested", "skipped", "rejected", "frames", "dropped", "audio s", "rejects"):
@@ -78,3 +83,37 @@ def print_ingest_report(report: Any) -> None:
     if not report.dry_run:
         out.print(f"{report.frames_ingested} frames in {report.seconds:.1f} s ({report.frames_per_second:,.0f} "
                   f"frames/s); manifests in {report.store / 'manifests'}")
+
+
+def print_store_summary(store: Any) -> None:
+    """Format, settings, sequences and hours per identity and kind, rejects by stage, and the last runs."""
+    import polars as pl
+
+    out = stdout_console()
+    settings = store.info["settings"]
+    out.print(f"[bold]{store.root}[/]: {store.info['format']} v{store.info['format_version']}, "
+              f"{settings['n_vertices']} vertices ({settings['vertex_set']}), {len(store.info['runs'])} run(s)")
+    sequences = store.sequences()
+    by = (sequences.group_by(["identity", "kind"])
+          .agg(pl.len().alias("sequences"), pl.col("n_frames").sum().alias("frames"),
+               pl.col("n_dropped").sum().alias("dropped"), pl.col("has_audio").sum().alias("with audio"),
+               pl.col("audio_seconds").sum().alias("audio s"))
+          .sort(["identity", "kind"]))
+    table = Table(title="sequences")
+    for column in by.columns:
+        table.add_column(column, justify="left" if column in ("identity", "kind") else "right")
+    for row in by.iter_rows():
+        table.add_row(*(f"{v:.1f}" if isinstance(v, float) else str(v) for v in row))
+    out.print(table)
+    hours = sequences["n_frames"].sum() / 30 / 3600
+    out.print(f"{sequences.height} sequences, {sequences['n_frames'].sum()} frames ({hours:.3f} h of meshes), "
+              f"{int(sequences['has_audio'].sum())} with audio")
+    rejects = store.rejects()
+    if rejects.height:
+        counts = rejects.group_by(["stage", "reason"]).len().sort(["stage", "reason"])
+        rej = Table(title=f"{rejects.height} rejected inputs (manifests/rejects.parquet)")
+        for column in ("stage", "reason", "count"):
+            rej.add_column(column, justify="right" if column == "count" else "left")
+        for stage, reason, count in counts.iter_rows():
+            rej.add_row(stage, reason, str(count))
+        out.print(rej)

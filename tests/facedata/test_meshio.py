@@ -1,0 +1,85 @@
+"""The order-preserving frame readers: values, order and error messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facedata.errors import InputError
+from facedata.meshio import parse_obj, read_bin, read_obj, read_transform, write_obj
+
+
+def _obj_text(vertices: np.ndarray, faces: np.ndarray, fmt: str = "{:.6f}") -> str:
+    lines = ["# generated", "mtllib none.mtl"]
+    lines += ["v " + " ".join(fmt.format(float(x)) for x in v) for v in vertices]
+    lines += [f"vt {u:.4f} {w:.4f}" for u, w in np.random.default_rng(1).random((vertices.shape[0] + 7, 2))]
+    lines += ["f " + " ".join(f"{i + 1}/{i + 1}" for i in f) for f in faces]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("fmt", ["{:.6f}", "{:.3e}", "{:g}", "{!r}"])
+def test_obj_vertices_match_a_decimal_parse_in_file_order(tmp_path, fmt):
+    rng = np.random.default_rng(0)
+    vertices = (rng.normal(size=(500, 3)) * [80, 120, 60]).astype(np.float32)
+    faces = rng.integers(0, 500, size=(300, 3))
+    path = tmp_path / "frame.obj"
+    path.write_text(_obj_text(vertices.astype(np.float64), faces, fmt))
+    mesh = read_obj(path)
+    expected = np.array([[float(t) for t in line.split()[1:4]] for line in path.read_text().splitlines()
+                         if line.startswith("v ")]).astype(np.float32)
+    np.testing.assert_array_equal(mesh.vertices, expected)
+    np.testing.assert_array_equal(mesh.faces, faces)
+    np.testing.assert_array_equal(read_obj(path, faces=False).vertices, expected)
+
+
+def test_obj_polygons_negative_indices_and_whitespace():
+    text = b"v 0 0 0\r\nv 1 0 0\n\tv 1 1 0\nv 0 1 0 1.0\nvn 0 0 1\nf 1//1 2//1 3//1 4//1\nf -4 -3 -1\n"
+    mesh = parse_obj(np.frombuffer(text, np.uint8))
+    assert mesh.vertices.shape == (4, 3)
+    np.testing.assert_array_equal(mesh.vertices[3], [0, 1, 0])
+    np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3], [0, 1, 3]])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"v 1 2\n", "malformed vertex line 1"),
+        (b"v 1 2 3\nv 4 five 6\n", "malformed vertex line 2"),
+        (b"v 1 2 3\nv 1 2 3\nv 1 2 3\nf 1 2 4\n", "malformed face line 4"),
+        (b"v 1 2 3\nf 1 2\n", "malformed face line 2"),
+    ],
+)
+def test_malformed_obj_names_the_line(text, message):
+    with pytest.raises(InputError, match=message):
+        parse_obj(np.frombuffer(text, np.uint8), path="x.obj")
+
+
+def test_bin_reader_checks_size_and_values(tmp_path):
+    v = np.arange(7306 * 3, dtype="<f4").reshape(7306, 3)
+    path = tmp_path / "000102.bin"
+    v.tofile(path)
+    np.testing.assert_array_equal(read_bin(path), v)
+    path.write_bytes(v.tobytes()[:-4])
+    with pytest.raises(InputError, match=r"expected 87672 bytes \(7306 vertices\), got 87668 bytes"):
+        read_bin(path)
+    v[17, 1] = np.nan
+    v.tofile(path)
+    with pytest.raises(InputError, match="first 17"):
+        read_bin(path)
+    with pytest.raises(InputError, match="unreadable file"):
+        read_bin(tmp_path / "missing.bin")
+
+
+def test_transform_and_write_obj_round_trip(tmp_path):
+    (tmp_path / "t.txt").write_text("1 0 0 5\n0 1 0 6\n0 0 1 1000\n")
+    rt = read_transform(tmp_path / "t.txt")
+    np.testing.assert_array_equal(rt[:, 3], [5, 6, 1000])
+    (tmp_path / "bad.txt").write_text("1 0 0\n")
+    with pytest.raises(InputError, match="expected 12 finite numbers"):
+        read_transform(tmp_path / "bad.txt")
+    vertices = np.random.default_rng(2).normal(size=(40, 3)).astype(np.float32)
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    write_obj(tmp_path / "m.obj", vertices, faces)
+    mesh = read_obj(tmp_path / "m.obj")
+    np.testing.assert_allclose(mesh.vertices, vertices, atol=1e-4)
+    np.testing.assert_array_equal(mesh.faces, faces)
