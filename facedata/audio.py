@@ -182,17 +182,28 @@ def mel_frames_needed(n_mesh_frames: int) -> int:
     return int(mel_window_start(n_mesh_frames - 1)) + MEL_FRAMES_PER_WINDOW
 
 
+def mel_window_range(first_frame: int, n_frames: int) -> tuple[int, int]:
+    """The stored mel frames [start, stop) that the windows of mesh frames first_frame .. + n_frames - 1 cover."""
+    start = int(mel_window_start(first_frame))
+    return start, int(mel_window_start(first_frame + n_frames - 1)) + MEL_FRAMES_PER_WINDOW
+
+
+def mel_windows_from_block(block: np.ndarray, block_start: int, first_frame: int, n_frames: int) -> np.ndarray:
+    """(n_frames, 80, 101) windows of mesh frames first_frame.. from ``block`` = stored mel[block_start:...]."""
+    offsets = mel_window_start(np.arange(first_frame, first_frame + n_frames)) - block_start  # (n_frames,)
+    index = offsets[:, None] + np.arange(MEL_FRAMES_PER_WINDOW)[None, :]  # (n_frames, 101)
+    return np.ascontiguousarray(block[index].transpose(0, 2, 1))  # (n_frames, 80, 101)
+
+
 def mel_windows(mel: np.ndarray, first_frame: int, n_frames: int) -> np.ndarray:
-    """The (n_frames, 80, 101) windows of mesh frames first_frame .. first_frame + n_frames - 1, as a view.
+    """The (n_frames, 80, 101) windows of mesh frames first_frame .. first_frame + n_frames - 1.
 
     Args:
         mel: (M, 80) stored utterance log-mel (or a memory map of it).
+    Raises:
+        ValueError: the mel is too short for these frames.
     """
-    start = int(mel_window_start(first_frame))
-    stop = int(mel_window_start(first_frame + n_frames - 1)) + MEL_FRAMES_PER_WINDOW
+    start, stop = mel_window_range(first_frame, n_frames)
     if stop > mel.shape[0]:
         raise ValueError(f"mel has {mel.shape[0]} frames, mesh frames up to {first_frame + n_frames - 1} need {stop}")
-    block = np.asarray(mel[start:stop])
-    offsets = mel_window_start(np.arange(first_frame, first_frame + n_frames)) - start  # (n_frames,)
-    index = offsets[:, None] + np.arange(MEL_FRAMES_PER_WINDOW)[None, :]  # (n_frames, 101)
-    return block[index].transpose(0, 2, 1)  # (n_frames, 80, 101)
+    return mel_windows_from_block(np.asarray(mel[start:stop]), start, first_frame, n_frames)

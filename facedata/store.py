@@ -314,6 +314,32 @@ class Store:
     def rejects(self) -> Any:
         return self._manifest("rejects")
 
+    def splits(self) -> Any:
+        """Named splits (``facedata split``): columns split, identity, sequence, subset."""
+        return self._manifest("splits")
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """Per-vertex region weights in [0, 1] (``facedata build-masks``): name -> (V,) float32.
+
+        Raises:
+            StoreError: the store has no masks yet.
+        """
+        group = self.arrays_root / "masks"
+        if not (group / "zarr.json").exists():
+            raise StoreError(f"{self.root}: no face-region masks (run `facedata build-masks --store {self.root}`)")
+        return {p.name: np.array(memmap_array(p)) for p in sorted(group.iterdir()) if (p / "zarr.json").exists()}
+
+    def vertex_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-vertex mean and standard deviation (V, 3) mm over the training frames (``facedata stats``).
+
+        Raises:
+            StoreError: the statistics have not been computed yet.
+        """
+        group = self.arrays_root / "stats"
+        if not (group / "vertex_mean" / "zarr.json").exists():
+            raise StoreError(f"{self.root}: no vertex statistics (run `facedata stats --store {self.root}`)")
+        return np.array(memmap_array(group / "vertex_mean")), np.array(memmap_array(group / "vertex_std"))
+
     def _manifest(self, name: str) -> Any:
         import polars as pl
 
@@ -327,10 +353,10 @@ class Store:
         return memmap_array(self.arrays_root / path)
 
     def faces(self) -> np.ndarray:
-        return np.asarray(self.array("topology/faces"))
+        return np.array(self.array("topology/faces"))
 
     def template(self, identity: str) -> np.ndarray:
-        return np.asarray(self.array(f"{identity_group_path(identity)}/template"))
+        return np.array(self.array(f"{identity_group_path(identity)}/template"))
 
     def open_sequence(self, path: str) -> SequenceArrays:
         """Open the arrays of the sequence stored at group ``path`` (the manifest's ``path`` column)."""
