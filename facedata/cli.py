@@ -94,6 +94,47 @@ def info(
     print_store_summary(Store(store))
 
 
+@app.command()
+def verify(
+    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    sources: Annotated[
+        bool, typer.Option("--sources", help="Also re-fingerprint the raw files still on disk.")
+    ] = False,
+) -> None:
+    """Check every array against the manifests (shapes, dtypes, NaN, counts, topology, masks, splits)."""
+    from facedata.report import progress_bar
+    from facedata.verify import verify_store
+
+    with progress_bar("verify", unit="sequences") as update:
+        problems = verify_store(store, sources=sources, progress=update)
+    for problem in problems:
+        typer.echo(str(problem))
+    if problems:
+        typer.secho(f"{len(problems)} problem(s) in {store}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
+    typer.echo(f"{store}: OK")
+
+
+@app.command()
+def split(
+    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    seed: Annotated[int, typer.Option(help="Seed of the held-out identities of the identity split.")] = 0,
+    holdout_identities: Annotated[
+        int | None, typer.Option(help="Held-out identities of the identity split (default: a quarter).")
+    ] = None,
+) -> None:
+    """Write the named splits (sentence, identity, facediffuser) to manifests/splits.parquet."""
+    import polars as pl
+
+    from facedata.report import stdout_console
+    from facedata.split import SplitOptions, split_store
+
+    splits = split_store(store, SplitOptions(seed=seed, holdout_identities=holdout_identities))
+    counts = splits.group_by(["split", "subset"]).agg(pl.len().alias("sentences"),
+                                                      pl.col("identity").n_unique().alias("identities"))
+    stdout_console().print(counts.sort(["split", "subset"]))
+
+
 def main() -> None:
     try:
         app()

@@ -188,7 +188,7 @@ def ingest(
     vertex_set = resolve_vertex_set(options)
     tree = discover(raw)
     settings = _settings(options, vertex_set)
-    settings_fp = _hash(json.dumps(settings, sort_keys=True))
+    settings_fp = settings_fingerprint(settings)
 
     if options.dry_run:
         results = [
@@ -227,7 +227,7 @@ def ingest(
                         )
                     )
                     continue
-                fp = _sequence_fingerprint(seq, settings_fp)
+                fp = sequence_fingerprint(seq, settings_fp)
                 existing = _stored_record(store, seq.identity, seq.name)
                 if existing is not None and existing["record"]["source_fingerprint"] == fp:
                     results.append(
@@ -292,11 +292,12 @@ def _settings(options: IngestOptions, vertex_set: VertexSet) -> dict[str, Any]:
     }
 
 
-def _hash(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    """Hash of the settings that change stored content."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _sequence_fingerprint(seq: SequenceSource, settings_fp: str) -> str:
+def sequence_fingerprint(seq: SequenceSource, settings_fp: str) -> str:
     """Sources by name, size and modification time (as make and rsync do), plus the settings and the step."""
     h = hashlib.sha1(f"{settings_fp}|step={seq.step}".encode())
     for path in seq.files():
@@ -308,7 +309,7 @@ def _sequence_fingerprint(seq: SequenceSource, settings_fp: str) -> str:
 def _planned_status(store: Path, seq: SequenceSource, settings_fp: str) -> str:
     existing = _stored_record(store, seq.identity, seq.name)
     try:
-        fp = _sequence_fingerprint(seq, settings_fp)
+        fp = sequence_fingerprint(seq, settings_fp)
     except OSError:
         return "ingested"
     return "skipped" if existing is not None and existing["record"]["source_fingerprint"] == fp else "ingested"
