@@ -373,6 +373,7 @@ def _write_identity(
         if read is not None:
             template, template_frame = read[0], frame
             break
+    rejects += frame_rejects  # the E001 sequence reports them again; duplicates are merged in the manifest
     if template is None or template_frame is None:
         rejects.append(
             Reject(
