@@ -36,20 +36,23 @@ def _options(
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Argument(help="Directory to write the raw tree into (created).")],
+    out: Annotated[Path, typer.Argument(help="Directory to write the raw tree into (created; must be new or empty).")],
     identities: Annotated[int, typer.Option(min=1, help="Number of identities.")] = 2,
     sentences: Annotated[int, typer.Option(min=1, help="SEN_ sentences per identity.")] = 6,
     seconds: Annotated[float, typer.Option(min=0.5, help="Mean length of a sentence in seconds.")] = 3.0,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
     faults: Annotated[bool, typer.Option("--faults", help="Add the catalogue of bad inputs.")] = False,
     obj_coords: Annotated[str, typer.Option(help="Coordinates of the OBJ files: local or world.")] = "local",
+    obj_every: Annotated[int, typer.Option(min=1, help="Write the OBJ of every N-th frame only (1 = all).")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Processes writing sequences in parallel.")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if synth wrote it before.")] = False,
 ) -> None:
     """Generate a raw tree in the exact Multiface layout: talking faces with speech, blinks and brow raises."""
     from facedata.synth import write_raw_tree
 
     summary = write_raw_tree(
         out, identities=identities, sentences=sentences, seconds=seconds, seed=seed, faults=faults,
-        obj_coords=obj_coords,
+        obj_coords=obj_coords, obj_every=obj_every, workers=workers, overwrite=overwrite,
     )
     typer.echo(summary.describe())
 
