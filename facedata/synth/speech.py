@@ -154,12 +154,24 @@ def plan_phones(words: list[str], seconds: float, rng: np.random.Generator) -> l
                 items.append((kind, label, base * rng.uniform(0.8, 1.2), 1.0))
         if w < len(words) - 1:
             pause = rng.uniform(0.12, 0.25) if rng.random() < 0.25 else rng.uniform(0.0, 0.04)
-            if pause > 0.005:
-                items.append(("silence", "", pause, 1.0))
+            items.append(("silence", "", pause, 1.0))
     if lead_in + tail > 0.5 * seconds:  # very short takes keep half of their time for speech
         lead_in, tail = (x * 0.5 * seconds / (lead_in + tail) for x in (lead_in, tail))
     speech_seconds = seconds - lead_in - tail
-    scale = speech_seconds / sum(d for _, _, d, _ in items)
+    spoken = sum(d for kind, _, d, _ in items if kind != "silence")
+    pauses = sum(d for kind, _, d, _ in items if kind == "silence")
+    # Fit the speech into its time: at most 1.3x slower than the plain rate (nobody drawls further); the time
+    # left over goes into the pauses between words, or the final silence for a single word.
+    scale = speech_seconds / (spoken + pauses)
+    pause_extra = 0.0
+    if scale > 1.3:
+        scale = 1.3
+        n_pauses = sum(1 for kind, *_ in items if kind == "silence")
+        leftover = speech_seconds - 1.3 * (spoken + pauses)
+        if n_pauses:
+            pause_extra = leftover / n_pauses
+        else:
+            tail += leftover
     t = lead_in
     phones = [Phone("silence", "", 0.0, t, 0.0)]
     for kind, label, duration, accent in items:
@@ -169,8 +181,10 @@ def plan_phones(words: list[str], seconds: float, rng: np.random.Generator) -> l
             voiced = _CONSONANT_CLASSES[label][3]
         else:
             voiced = 0.0
-        phones.append(Phone(kind, label, t, t + duration * scale, voiced, accent))
-        t += duration * scale
+        length = duration * scale + (pause_extra if kind == "silence" else 0.0)
+        if length > 1e-4:
+            phones.append(Phone(kind, label, t, t + length, voiced, accent))
+        t += length
     phones.append(Phone("silence", "", t, seconds, 0.0))
     return phones
 
@@ -200,23 +214,18 @@ def _gaussian_smooth(x: np.ndarray, sigma_samples: float) -> np.ndarray:
 def articulation(phones: list[Phone], times_s: np.ndarray) -> dict[str, np.ndarray]:
     """Jaw opening, lip spread and rounding (0..1) at the given times, (T,) each.
 
-    Targets sit at phone centres (bilabials also at their edges, so the lips stay closed through them), are joined
-    linearly and smoothed with a 25 ms Gaussian: neighbouring phones blend as in coarticulation.
+    Targets are held over the middle of each phone, joined linearly and smoothed with a 25 ms Gaussian:
+    neighbouring phones blend as in coarticulation.
     """
-    knots_t, knots_v = [], []
+    knots_t: list[float] = []
+    knots_v: list[tuple[float, float, float]] = []
     for phone in phones:
+        # Hold each target over the middle of its phone; bilabials and silences longer, so the lips stay closed.
+        hold = 0.3 if phone.kind == "silence" or phone.label in ("bilabial_stop", "nasal_bilabial") else 0.2
+        length = phone.end_s - phone.start_s
         target = _articulation_target(phone)
-        if phone.kind == "silence":
-            knots_t += [phone.start_s + 0.05 * (phone.end_s - phone.start_s), phone.end_s - 0.05 * (
-                phone.end_s - phone.start_s)]
-            knots_v += [target, target]
-        elif phone.label in ("bilabial_stop", "nasal_bilabial"):
-            knots_t += [phone.start_s + 0.2 * (phone.end_s - phone.start_s), phone.end_s - 0.2 * (
-                phone.end_s - phone.start_s)]
-            knots_v += [target, target]
-        else:
-            knots_t.append(0.5 * (phone.start_s + phone.end_s))
-            knots_v.append(target)
+        knots_t += [phone.start_s + hold * length, phone.end_s - hold * length]
+        knots_v += [target, target]
     knots = np.array(knots_v)
     dense_t = np.arange(0.0, phones[-1].end_s + 1.0, 1.0 / CONTROL_RATE_HZ)
     dense = np.stack([np.interp(dense_t, knots_t, knots[:, k]) for k in range(3)], axis=1)

@@ -398,11 +398,15 @@ def write_sequence(job: _SequenceJob) -> _SequenceResult:
 
 
 def _write_identity_files(out: Path, ident: IdentityPlan, sequences: list[SequencePlan]) -> None:
-    """frame_list.txt (every slot, dropped ones included, by sequence name: not in frame order) and placeholders."""
+    """frame_list.txt (every slot, dropped ones included, not in frame order) and the placeholder files."""
     root = out / ident.folder
     root.mkdir(parents=True, exist_ok=True)
+    # Sequence blocks in a scrambled but fixed order (by a hash of the name), so readers cannot rely on it.
+    order = sorted(sequences, key=lambda s: _name_key(s.name))
+    if order == sorted(sequences, key=lambda s: s.first_frame):
+        order.reverse()
     lines = []
-    for seq in sorted(sequences, key=lambda s: s.name):
+    for seq in order:
         lines += [f"{seq.name} {seq.first_frame + FRAME_STEP * k:06d}\n" for k in range(seq.n_slots)]
     (root / "frame_list.txt").write_text("".join(lines))
     (root / "KRT").write_text("".join(
