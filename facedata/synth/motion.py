@@ -73,12 +73,14 @@ def build_basis(shape: face.FaceShape) -> MotionBasis:
     x, y, ax = c.x_mm, c.y_mm, np.abs(c.x_mm)
     n = len(x)
 
-    # Jaw: everything below the lip line turns about the hinge; the transition is sharp between the lips (the
-    # lips part) and widens towards the cheeks; the neck follows partly (its skin stretches).
+    # Jaw: the face below the lip line turns about the hinge; the transition is sharp between the lips (the lips
+    # part) and widens towards the cheeks; the neck follows partly (its skin stretches).
     transition_mm = 0.9 + 0.25 * np.maximum(ax - 20.0, 0.0)
     below = 1.0 / (1.0 + np.exp(-(face.STOMION_Y_MM - y) / transition_mm))
-    lateral = 1.0 - face._smoothstep(ax, 38.0, 72.0)
-    jaw = below * lateral * c.front ** 0.5 * (1.0 - 0.6 * c.neck)
+    # The mandible is rigid, but the skin over its angle and under the chin follows less and less: the moving
+    # part fades out just beyond the mouth region (soft weights, smooth motion).
+    lower_face = face._soft_inside(np.hypot(x / 56.0, (y + 60.0) / 50.0), 0.12)
+    jaw = below * lower_face * c.front ** 0.5 * (1.0 - 0.6 * c.neck)
     q = neutral - face.jaw_hinge_mm(shape)
     rot_a = np.zeros((n, 3))
     rot_a[:, 1], rot_a[:, 2] = q[:, 1], q[:, 2]  # (cos phi - 1) part
