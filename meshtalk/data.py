@@ -204,3 +204,141 @@ def raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             pass
+
+
+# --- fixed windows (validation) and whole sequences (evaluation) ---------------------------------------------------
+
+
+def tile_windows(entries: list[SequenceEntry], frames: int, *, limit: int | None = None) -> list[tuple[int, int]]:
+    """A deterministic list of (entry index, first frame): windows tiling every entry.
+
+    Each entry of at least ``frames`` frames is cut into ``ceil(n_frames / frames)`` windows, the last one flush
+    with the end (overlapping its neighbour) so that every frame is seen. With ``limit``, windows are taken evenly
+    across the whole list, so a small validation budget still spans every sequence in turn.
+    """
+    windows = []
+    for index, entry in enumerate(entries):
+        if entry.n_frames < frames:
+            continue
+        count = -(-entry.n_frames // frames)
+        starts = [k * frames for k in range(count - 1)] + [entry.n_frames - frames]
+        windows += [(index, start) for start in starts]
+    if limit is not None and len(windows) > limit:
+        keep = np.linspace(0, len(windows) - 1, limit).round().astype(int)
+        windows = [windows[i] for i in keep]
+    return windows
+
+
+class FixedWindows(Dataset):
+    """The windows of a fixed list (``tile_windows``), read through a ``WindowDataset``: item i is window i.
+
+    Indices into ``windows`` refer to ``dataset.entries``.
+    """
+
+    def __init__(self, dataset: WindowDataset, windows: list[tuple[int, int]]):
+        self.dataset = dataset
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        entry, start = self.windows[index]
+        return self.dataset.read(entry, start, self.dataset.frames)
+
+
+@dataclass
+class SequenceData:
+    """One whole sentence, copied out of the store.
+
+    ``vertices`` (T, V, 3) float32 mm; ``mel`` (M, 80) float32, the stored utterance log-mel (not the per-frame
+    windows, which are 101x larger: take them a block at a time with ``mel_windows``); ``template`` (V, 3) mm.
+    """
+
+    entry: SequenceEntry
+    vertices: np.ndarray
+    mel: np.ndarray
+    template: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return self.vertices.shape[0]
+
+    def mel_windows(self, first: int, count: int) -> np.ndarray:
+        """(count, 80, 101) log-mel windows of mesh frames first .. first + count - 1."""
+        lo, hi = mel_window_range(first, count)
+        return mel_windows_from_block(self.mel[lo:hi], lo, first, count)
+
+
+def read_sequence(store: Store, entry: SequenceEntry) -> SequenceData:
+    """Copy one whole sentence out of the store (vertices, utterance mel, template).
+
+    Raises:
+        StoreError: the sequence is missing, or its mel does not cover its frames.
+    """
+    arrays = store.open_sequence(entry.path)
+    if arrays.mel is None:
+        raise StoreError(f"{store.root / entry.path}: sentence has no mel (expected has_audio sentences only)")
+    vertices = read_rows(arrays.vertices, 0, arrays.vertices.shape[0])
+    mel = read_rows(arrays.mel, 0, arrays.mel.shape[0])
+    needed = mel_window_range(0, vertices.shape[0])[1]
+    if mel.shape[0] < needed:
+        raise StoreError(f"{store.root / entry.path}: mel too short (expected >= {needed} frames for "
+                         f"{vertices.shape[0]} mesh frames, got {mel.shape[0]})")
+    return SequenceData(entry=entry, vertices=vertices, mel=mel, template=store.template(entry.identity))
+
+
+# --- normalisation statistics when the store has none --------------------------------------------------------------
+
+
+@dataclass
+class VertexStatistics:
+    """Per-vertex statistics of training frames, mm.
+
+    ``mean``/``std`` (V, 3) normalise the model's input and output; ``identity_means`` (identity -> (V, 3)) are
+    the average face of each identity, the prediction of a decoder that ignores its code (a collapse monitor).
+    ``source`` says where mean and std came from (``store`` or ``estimated``); ``frames`` how many were read.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    identity_means: dict[str, np.ndarray]
+    source: str
+    frames: int
+
+
+STD_FLOOR_MM = 0.1  # a vertex that never moves in the sample would otherwise be divided by ~0
+
+
+def estimate_vertex_statistics(store: Store, entries: list[SequenceEntry], *, max_frames: int = 4096
+                               ) -> VertexStatistics:
+    """Mean and std over (at most ``max_frames``) training frames, and the average face of each identity.
+
+    Frames are taken with an even stride over every entry, so a capped estimate still covers every sequence.
+    The estimated std is floored at ``STD_FLOOR_MM``. The store's own statistics (``facedata stats``), when
+    present, replace mean and std as they are (``source="store"``); the identity means are always estimated here.
+    """
+    total = sum(e.n_frames for e in entries)
+    stride = max(1, -(-total // max_frames))
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    square = None
+    for entry in entries:
+        vertices = store.open_sequence(entry.path).vertices
+        frames = np.asarray(read_rows(vertices, 0, vertices.shape[0])[::stride], np.float64)  # (F, V, 3)
+        sums[entry.identity] = sums.get(entry.identity, 0) + frames.sum(axis=0)
+        counts[entry.identity] = counts.get(entry.identity, 0) + frames.shape[0]
+        square = (0 if square is None else square) + (frames ** 2).sum(axis=0)
+    n = sum(counts.values())
+    mean = sum(sums.values()) / n
+    std = np.sqrt(np.maximum(square / n - mean ** 2, 0.0))
+    std = np.maximum(std, STD_FLOOR_MM)
+    identity_means = {k: (v / counts[k]).astype(np.float32) for k, v in sums.items()}
+    source = "estimated"
+    try:
+        mean, std = store.vertex_statistics()
+        source = "store"
+    except StoreError:
+        pass
+    return VertexStatistics(mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32),
+                            identity_means=identity_means, source=source, frames=n)
