@@ -404,17 +404,17 @@ def _base_frontal(azimuth: np.ndarray, elevation: np.ndarray) -> np.ndarray:
     return (d * r[:, None])[:, :2]
 
 
-def _bump(d2: np.ndarray) -> np.ndarray:
+def bump(d2: np.ndarray) -> np.ndarray:
     """A C2 bump of a squared normalised distance: 1 at the centre, 0 from d2 = 1 on."""
     return np.clip(1.0 - d2, 0.0, None) ** 3
 
 
-def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
 
-def _soft_inside(d: np.ndarray, edge: float = 0.08) -> np.ndarray:
+def soft_inside(d: np.ndarray, edge: float = 0.08) -> np.ndarray:
     """1 well inside a region of normalised radius d < 1, 0 well outside, 0.5 on its border."""
     return 1.0 / (1.0 + np.exp(-(1.0 - d) / edge))
 
@@ -445,7 +445,7 @@ def read_canonical() -> Canonical:
     d = _directions(topo.azimuth_rad, topo.elevation_rad)
     r, neck = _base_radius(d)
     p = d * r[:, None]
-    return Canonical(x_mm=p[:, 0], y_mm=p[:, 1], front=_smoothstep(p[:, 2], 15.0, 55.0), neck=neck, directions=d,
+    return Canonical(x_mm=p[:, 0], y_mm=p[:, 1], front=smoothstep(p[:, 2], 15.0, 55.0), neck=neck, directions=d,
                      base_radius_mm=r)
 
 
@@ -468,34 +468,34 @@ def _features_mm(c: Canonical, shape: FaceShape) -> np.ndarray:
     relief = np.zeros_like(x)
     # Eyes: a socket, the globe showing through the almond fissure, lid margins a little proud of the globe and the
     # crease of the upper lid.
-    relief -= shape.eye_socket_mm * _bump(((ax - EYE_X_MM) / 24.0) ** 2 + ((y - EYE_Y_MM - 1.5) / 17.0) ** 2)
-    relief += 7.0 * _bump(((ax - EYE_X_MM) / 16.0) ** 2 + ((y - EYE_Y_MM) / 11.0) ** 2)
+    relief -= shape.eye_socket_mm * bump(((ax - EYE_X_MM) / 24.0) ** 2 + ((y - EYE_Y_MM - 1.5) / 17.0) ** 2)
+    relief += 7.0 * bump(((ax - EYE_X_MM) / 16.0) ** 2 + ((y - EYE_Y_MM) / 11.0) ** 2)
     upper, lower, inside = eye_margins(x)
-    along = _smoothstep(inside, 0.0, 0.5)
-    relief += 1.4 * _bump(((y - upper - 0.9) / 2.0) ** 2) * along
-    relief += 0.9 * _bump(((y - lower + 0.7) / 1.8) ** 2) * along
-    relief -= 1.0 * _bump(((y - upper - 6.0) / 2.5) ** 2) * along
+    along = smoothstep(inside, 0.0, 0.5)
+    relief += 1.4 * bump(((y - upper - 0.9) / 2.0) ** 2) * along
+    relief += 0.9 * bump(((y - lower + 0.7) / 1.8) ** 2) * along
+    relief -= 1.0 * bump(((y - upper - 6.0) / 2.5) ** 2) * along
     # Brow ridge and cheekbones.
-    relief += shape.brow_ridge_mm * _bump(((ax - 26.0) / 34.0) ** 2 + ((y - BROW_Y_MM) / 10.0) ** 2)
-    relief += shape.cheekbone_mm * _bump(((ax - 46.0) / 22.0) ** 2 + ((y - 8.0) / 17.0) ** 2)
+    relief += shape.brow_ridge_mm * bump(((ax - 26.0) / 34.0) ** 2 + ((y - BROW_Y_MM) / 10.0) ** 2)
+    relief += shape.cheekbone_mm * bump(((ax - 46.0) / 22.0) ** 2 + ((y - 8.0) / 17.0) ** 2)
     # Nose: a ridge from the nasion to the tip, then a steep underside to the subnasale; alae at the sides.
     t = np.clip((32.0 - y) / (32.0 - NOSE_TIP_Y_MM), 0.0, 1.0)
     ridge = np.where(
         y >= NOSE_TIP_Y_MM,
         0.15 + 0.85 * t**1.6,
-        _bump(((y - NOSE_TIP_Y_MM) / (NOSE_TIP_Y_MM - SUBNASALE_Y_MM + 1.0)) ** 2),
-    ) * np.where(y > 32.0, _bump(((y - 32.0) / 10.0) ** 2), 1.0)
+        bump(((y - NOSE_TIP_Y_MM) / (NOSE_TIP_Y_MM - SUBNASALE_Y_MM + 1.0)) ** 2),
+    ) * np.where(y > 32.0, bump(((y - 32.0) / 10.0) ** 2), 1.0)
     half_width = shape.nose_width * (5.5 + 6.0 * t)
     relief += shape.nose_mm * ridge * np.exp(-0.5 * (x / half_width) ** 2)
-    relief += 7.0 * shape.nose_width * _bump(((ax - 12.0 * shape.nose_width) / 7.5) ** 2 + ((y + 8.0) / 6.5) ** 2)
+    relief += 7.0 * shape.nose_width * bump(((ax - 12.0 * shape.nose_width) / 7.5) ** 2 + ((y + 8.0) / 6.5) ** 2)
     # Mouth: the dental arch, the lips and the line between them, philtrum and the sulcus above the chin.
-    relief += 6.0 * _bump((x / 40.0) ** 2 + ((y - STOMION_Y_MM) / 26.0) ** 2)
-    relief += 4.5 * shape.lip_fullness * _bump((x / 28.0) ** 2 + ((y - UPPER_LIP_Y_MM) / 6.5) ** 2)
-    relief += 5.5 * shape.lip_fullness * _bump((x / 26.0) ** 2 + ((y - LOWER_LIP_Y_MM) / 7.0) ** 2)
-    relief -= 2.0 * _bump((x / 26.0) ** 2 + ((y - STOMION_Y_MM) / 2.0) ** 2)
-    relief -= 0.8 * _bump((x / 3.5) ** 2 + ((y + 24.0) / 9.0) ** 2)
-    relief -= 2.5 * _bump((x / 20.0) ** 2 + ((y + 61.0) / 5.5) ** 2)
-    relief += shape.chin_mm * _bump((x / 23.0) ** 2 + ((y - CHIN_Y_MM) / 15.0) ** 2)
+    relief += 6.0 * bump((x / 40.0) ** 2 + ((y - STOMION_Y_MM) / 26.0) ** 2)
+    relief += 4.5 * shape.lip_fullness * bump((x / 28.0) ** 2 + ((y - UPPER_LIP_Y_MM) / 6.5) ** 2)
+    relief += 5.5 * shape.lip_fullness * bump((x / 26.0) ** 2 + ((y - LOWER_LIP_Y_MM) / 7.0) ** 2)
+    relief -= 2.0 * bump((x / 26.0) ** 2 + ((y - STOMION_Y_MM) / 2.0) ** 2)
+    relief -= 0.8 * bump((x / 3.5) ** 2 + ((y + 24.0) / 9.0) ** 2)
+    relief -= 2.5 * bump((x / 20.0) ** 2 + ((y + 61.0) / 5.5) ** 2)
+    relief += shape.chin_mm * bump((x / 23.0) ** 2 + ((y - CHIN_Y_MM) / 15.0) ** 2)
     return relief * c.front
 
 
@@ -537,9 +537,9 @@ def blink_weight(c: Canonical) -> np.ndarray:
     upper, lower, inside = eye_margins(c.x_mm)
     height = np.maximum(upper - lower, 1e-6)
     in_fissure = np.clip((c.y_mm - lower) / height, 0.0, 1.0)
-    above = 1.0 - _smoothstep(c.y_mm - upper, 0.0, 10.0)
+    above = 1.0 - smoothstep(c.y_mm - upper, 0.0, 10.0)
     w = np.where(c.y_mm >= upper, above, in_fissure)
-    lateral = _smoothstep(inside, 0.0, 0.25)
+    lateral = smoothstep(inside, 0.0, 0.25)
     near_eye = np.abs(c.x_mm) > 5.0
     return w * lateral * near_eye * c.front
 
@@ -552,11 +552,11 @@ def region_weights() -> dict[str, np.ndarray]:
     """
     c = read_canonical()
     x, y, ax = c.x_mm, c.y_mm, np.abs(c.x_mm)
-    front = _smoothstep(c.front, 0.2, 0.6)
-    lips = _soft_inside(np.hypot(x / 28.0, (y - (STOMION_Y_MM - 0.5)) / 11.5), 0.06)
-    mouth = _soft_inside(np.hypot(x / 50.0, (y + 58.0) / 44.0), 0.08) * front * (1.0 - c.neck)
-    upper_face = (1.0 / (1.0 + np.exp(-(y - 16.0) / 2.0))) * _soft_inside(ax / 68.0, 0.05) * front
-    forehead = (1.0 / (1.0 + np.exp(-(y - 52.0) / 2.0))) * _soft_inside(ax / 62.0, 0.05) * front
+    front = smoothstep(c.front, 0.2, 0.6)
+    lips = soft_inside(np.hypot(x / 28.0, (y - (STOMION_Y_MM - 0.5)) / 11.5), 0.06)
+    mouth = soft_inside(np.hypot(x / 50.0, (y + 58.0) / 44.0), 0.08) * front * (1.0 - c.neck)
+    upper_face = (1.0 / (1.0 + np.exp(-(y - 16.0) / 2.0))) * soft_inside(ax / 68.0, 0.05) * front
+    forehead = (1.0 / (1.0 + np.exp(-(y - 52.0) / 2.0))) * soft_inside(ax / 62.0, 0.05) * front
     return {
         "mouth": np.maximum(mouth, lips),
         "lips": lips,

@@ -79,7 +79,7 @@ def build_basis(shape: face.FaceShape) -> MotionBasis:
     below = 1.0 / (1.0 + np.exp(-(face.STOMION_Y_MM - y) / transition_mm))
     # The mandible is rigid, but the skin over its angle and under the chin follows less and less: the moving
     # part fades out just beyond the mouth region (soft weights, smooth motion).
-    lower_face = face._soft_inside(np.hypot(x / 56.0, (y + 60.0) / 50.0), 0.12)
+    lower_face = face.soft_inside(np.hypot(x / 56.0, (y + 60.0) / 50.0), 0.12)
     jaw = below * lower_face * c.front ** 0.5 * (1.0 - 0.6 * c.neck)
     q = neutral - face.jaw_hinge_mm(shape)
     rot_a = np.zeros((n, 3))
@@ -92,32 +92,32 @@ def build_basis(shape: face.FaceShape) -> MotionBasis:
     lower_lip_radius = float(np.hypot(q[lower_lip, 1], q[lower_lip, 2]))
 
     # Per mm of opening: the upper lip lifts a little, and the inner lip strip recedes into the mouth (a cavity).
-    upper_lip = face._bump((x / 27.0) ** 2 + ((y - face.UPPER_LIP_Y_MM) / 9.0) ** 2) * (1.0 - below)
-    cavity = face._bump((x / 24.0) ** 2 + ((y - face.STOMION_Y_MM) / 3.0) ** 2)
+    upper_lip = face.bump((x / 27.0) ** 2 + ((y - face.UPPER_LIP_Y_MM) / 9.0) ** 2) * (1.0 - below)
+    cavity = face.bump((x / 24.0) ** 2 + ((y - face.STOMION_Y_MM) / 3.0) ** 2)
     per_open = np.stack([np.zeros(n), UPPER_LIP_LIFT * upper_lip, 0.02 * upper_lip - 0.6 * cavity], axis=1)
 
     # Lip width: the corners move sideways, the lips stretch proportionally; scaled so that the corner distance
     # changes by exactly 1 mm per unit.
-    mouth_area = face._soft_inside(np.hypot(x / 38.0, (y - face.STOMION_Y_MM) / 17.0), 0.2) * c.front
+    mouth_area = face.soft_inside(np.hypot(x / 38.0, (y - face.STOMION_Y_MM) / 17.0), 0.2) * c.front
     corner = keep[landmarks["mouth_corner_left"]]
     lateral_share = np.clip(x / face.MOUTH_CORNER_X_MM, -1.3, 1.3)
     width = np.zeros((n, 3))
     width[:, 0] = 0.5 * lateral_share * mouth_area / max(mouth_area[corner] * lateral_share[corner], 1e-6)
     # Pucker: the lips move forward, most at their centre.
     pucker = np.zeros((n, 3))
-    pucker[:, 2] = face._bump((x / 30.0) ** 2 + ((y - face.STOMION_Y_MM) / 13.0) ** 2)
+    pucker[:, 2] = face.bump((x / 30.0) ** 2 + ((y - face.STOMION_Y_MM) / 13.0) ** 2)
 
     # Smile: corners up, out and back; cheeks rise.
-    corners = face._bump(((ax - face.MOUTH_CORNER_X_MM) / 16.0) ** 2 + ((y - face.STOMION_Y_MM) / 14.0) ** 2)
-    cheeks = face._bump(((ax - 40.0) / 22.0) ** 2 + ((y + 15.0) / 22.0) ** 2)
+    corners = face.bump(((ax - face.MOUTH_CORNER_X_MM) / 16.0) ** 2 + ((y - face.STOMION_Y_MM) / 14.0) ** 2)
+    cheeks = face.bump(((ax - 40.0) / 22.0) ** 2 + ((y + 15.0) / 22.0) ** 2)
     smile = np.stack([0.5 * _SMILE_WIDTH_MM * np.sign(x) * corners, 4.0 * corners + 2.5 * cheeks,
                       -2.0 * corners + 0.8 * cheeks], axis=1) * c.front[:, None]
 
     # Brows: full at the brows, half on the upper forehead, a little on the upper lids.
     brow_band = np.exp(-0.5 * ((y - face.BROW_Y_MM) / 9.0) ** 2)
     above = (y > face.BROW_Y_MM) * (0.5 + 0.5 * np.exp(-0.5 * ((y - face.BROW_Y_MM) / 25.0) ** 2))
-    brow = np.maximum(brow_band, above) * (1.0 - face._smoothstep(ax, 50.0, 70.0)) * c.front
-    brow = brow * face._smoothstep(y, face.EYE_Y_MM + 2.0, face.EYE_Y_MM + 12.0)
+    brow = np.maximum(brow_band, above) * (1.0 - face.smoothstep(ax, 50.0, 70.0)) * c.front
+    brow = brow * face.smoothstep(y, face.EYE_Y_MM + 2.0, face.EYE_Y_MM + 12.0)
     brows = np.stack([np.zeros(n), brow, 0.15 * brow], axis=1)
 
     # Blink: the upper lid comes down over the eye, towards the lower margin.

@@ -501,6 +501,8 @@ def _tree_bytes(out: Path) -> int:
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output path is a file", expected="a new or empty directory", actual="a file")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise InputError(out, "output directory is not empty", expected="a new or empty directory",
