@@ -1,11 +1,12 @@
 """A CPU z-buffer rasteriser for triangle meshes, compiled with numba (no display, no GPU, no build step).
 
 One frame is four compiled passes over arrays: area-weighted vertex normals; projection of vertices and normals
-into camera space and pixels; a z-buffer pass that keeps the nearest triangle id per pixel; and a deferred shading
-pass that recomputes the perspective-correct barycentric coordinates of each covered pixel and lights the
-interpolated normal and colour. Shading runs once per visible pixel whatever the overdraw, and rows are shaded in
-parallel. A frame that covers too few pixels or comes out uniform raises ``BlankFrameError``: a black video is
-never written silently.
+into camera space and pixels; a per-triangle setup (pixel bounds, barycentric gradients); and the drawing, in
+horizontal bands run in parallel, each band first keeping the nearest triangle id per pixel (z-buffer) and then
+shading its covered pixels (deferred: the perspective-correct barycentric coordinates of the pixel interpolate the
+normal and colour, lit by a key light and ambient). Shading runs once per visible pixel whatever the overdraw.
+A frame that covers too few pixels or comes out uniform raises ``BlankFrameError``: a black video is never
+written silently.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ class Shading:
 # Shading uses the same compiled function for per-vertex and uniform colours: a (1, 3) colour array means uniform.
 _UNIFORM = 0
 _PER_VERTEX = 1
-# Horizontal bands rasterised in parallel: a few per core keeps both cores busy when the face is not centred.
-_RASTER_BANDS = 8
+# Horizontal bands drawn in parallel: several per core keep both cores busy when the face is not centred.
+_BANDS = 16
 
 
 class MeshRenderer:
@@ -78,13 +79,16 @@ class MeshRenderer:
         shading: lights and colours.
         supersample: render at this many times the size in each direction and average down (anti-aliasing).
         min_coverage: the smallest fraction of the image the mesh must cover; less raises ``BlankFrameError``.
+        threads: numba threads for drawing; ``None`` keeps numba's setting (all cores unless ``NUMBA_NUM_THREADS``).
+            One thread is faster when other processes keep the cores busy. Pixels do not depend on it.
 
     Raises:
         InputError: faces are not (F, 3) non-negative integers, or a size or option is out of range.
     """
 
     def __init__(self, faces: np.ndarray, camera: Camera, *, width_px: int = 640, height_px: int = 480,
-                 shading: Shading | None = None, supersample: int = 1, min_coverage: float = 0.001):
+                 shading: Shading | None = None, supersample: int = 1, min_coverage: float = 0.001,
+                 threads: int | None = None):
         faces = np.asarray(faces)
         if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape[0] == 0:
             raise InputError("renderer", "faces", expected="(F, 3) triangles with F > 0", actual=faces.shape)
@@ -99,6 +103,10 @@ class MeshRenderer:
             raise InputError("renderer", "supersample", expected="1, 2, 3 or 4", actual=supersample)
         if not (0.0 <= min_coverage < 1.0):
             raise InputError("renderer", "min_coverage", expected="0 <= fraction < 1", actual=min_coverage)
+        if threads is not None and not (1 <= threads <= numba.config.NUMBA_NUM_THREADS):
+            raise InputError("renderer", "threads", expected=f"1..{numba.config.NUMBA_NUM_THREADS} or None",
+                             actual=threads)
+        self.threads = threads
         self.faces = np.ascontiguousarray(faces, dtype=np.int32)
         self.n_vertices_min = int(self.faces.max()) + 1
         self.camera = camera
@@ -117,6 +125,10 @@ class MeshRenderer:
         self._zbuf = np.empty((h, w), dtype=np.float64)
         self._tri = np.empty((h, w), dtype=np.int32)
         self._hires = np.empty((h, w, 3), dtype=np.uint8) if self.supersample > 1 else None
+        n_faces = self.faces.shape[0]
+        self._rows = np.empty((n_faces, 2), dtype=np.int64)
+        self._cols = np.empty((n_faces, 2), dtype=np.int64)
+        self._coef = np.empty((n_faces, 4), dtype=np.float64)
         self._set_camera(camera)
 
     def _set_camera(self, camera: Camera) -> None:
@@ -173,12 +185,19 @@ class MeshRenderer:
         h, w = self._tri.shape
         _project(v, normals, self._rotation, self._eye, self._focal_px, self._ortho_px_per_mm, w / 2, h / 2,
                  ortho, self._near_mm, screen, inv_w, key, normals_cam)
-        _rasterise(self.faces, screen, inv_w, key, self._zbuf, self._tri, _RASTER_BANDS)
+        _setup_triangles(self.faces, screen, inv_w, w, h, self._rows, self._cols, self._coef)
         out = np.empty((self.height_px, self.width_px, 3), dtype=np.uint8)
         target = out if self._hires is None else self._hires
-        covered = _shade(self.faces, screen, inv_w, normals_cam, colours, mode, self._tri, self._light,
-                         self._background, self.shading.ambient, self.shading.diffuse, self.shading.specular,
-                         self.shading.shininess, self._focal_px, w / 2, h / 2, ortho, target)
+        previous_threads = numba.get_num_threads()
+        if self.threads is not None:
+            numba.set_num_threads(self.threads)
+        try:
+            covered = _draw(self.faces, screen, inv_w, key, self._rows, self._cols, self._coef, normals_cam, colours,
+                            mode, self._light, self._background, self.shading.ambient, self.shading.diffuse,
+                            self.shading.specular, self.shading.shininess, self._focal_px, w / 2, h / 2, ortho,
+                            self._zbuf, self._tri, target, _BANDS)
+        finally:
+            numba.set_num_threads(previous_threads)
         if self._hires is not None:
             _downsample(self._hires, self.supersample, out)
         self._check_not_blank(out, covered, h * w, v, label)
@@ -258,46 +277,79 @@ def _project(v, normals, rot, eye, focal_px, ortho_px_per_mm, cx, cy, ortho, nea
             normals_cam[i, r] = rot[r, 0] * normals[i, 0] + rot[r, 1] * normals[i, 1] + rot[r, 2] * normals[i, 2]
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=False, parallel=True)
-def _rasterise(faces, screen, inv_w, key, zbuf, tri, n_bands):  # pragma: no cover - compiled
-    """Keep the nearest triangle per pixel centre: ``tri`` (H, W) int32 gets its index, -1 where none.
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+def _setup_triangles(faces, screen, inv_w, w, h, rows, cols, coef):  # pragma: no cover - compiled
+    """Per triangle: the pixel rows and columns whose centres its bounding box covers (``rows[t, 0] > rows[t, 1]``
+    marks a triangle to skip: behind the near plane, off-screen or of zero area), and the barycentric gradients
+    ``coef[t] = (d l0/dx, d l0/dy, d l1/dx, d l1/dy)`` shared by the z-buffer and the shading."""
+    for t in range(faces.shape[0]):
+        a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
+        rows[t, 0] = 1
+        rows[t, 1] = 0
+        if inv_w[a] <= 0.0 or inv_w[b] <= 0.0 or inv_w[c] <= 0.0:
+            continue
+        x0, y0 = screen[a, 0], screen[a, 1]
+        x1, y1 = screen[b, 0], screen[b, 1]
+        x2, y2 = screen[c, 0], screen[c, 1]
+        area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+        if not abs(area) > 1e-12:
+            continue
+        # Pixel i covers centre i + 0.5: the first and last pixels whose centres fall within the box.
+        ymin = max(math.ceil(min(y0, y1, y2) - 0.5), 0)
+        ymax = min(math.floor(max(y0, y1, y2) - 0.5), h - 1)
+        xmin = max(math.ceil(min(x0, x1, x2) - 0.5), 0)
+        xmax = min(math.floor(max(x0, x1, x2) - 0.5), w - 1)
+        if xmin > xmax or ymin > ymax:
+            continue
+        rows[t, 0], rows[t, 1] = ymin, ymax
+        cols[t, 0], cols[t, 1] = xmin, xmax
+        # The weight of a vertex is its opposite edge function over the area: linear in the pixel position.
+        inv_area = 1.0 / area
+        coef[t, 0] = -(y2 - y1) * inv_area
+        coef[t, 1] = (x2 - x1) * inv_area
+        coef[t, 2] = -(y0 - y2) * inv_area
+        coef[t, 3] = (x0 - x2) * inv_area
 
-    The image is cut into horizontal bands rasterised in parallel; each band walks all triangles but only its own
-    rows, so no two threads write the same pixel and the result does not depend on the thread count.
+
+# fastmath is safe here: every input was checked finite, drawn triangles have non-zero area, and a normal is only
+# normalised where its dot product with the light is positive (so it is non-zero). It saves about a fifth.
+@numba.njit(cache=True, nogil=True, boundscheck=False, parallel=True, fastmath=True)
+def _draw(faces, screen, inv_w, key, rows, cols, coef, normals_cam, colours, mode, light, background, ambient,
+          diffuse, specular, shininess, focal_px, cx, cy, ortho, zbuf, tri, out, n_bands):  # pragma: no cover
+    """Z-buffer then shade each horizontal band of the image; returns the number of covered pixels.
+
+    Bands run in parallel and each touches only its own rows, so the result does not depend on the thread count.
+    Doing both steps per band keeps a band's buffers in cache and needs one parallel region per frame, which
+    matters on a shared 2-core machine where every region waits for its slowest thread.
     """
     h, w = tri.shape
     band_rows = (h + n_bands - 1) // n_bands
+    bg0 = np.uint8(min(255.0, background[0] * 255.0 + 0.5))
+    bg1 = np.uint8(min(255.0, background[1] * 255.0 + 0.5))
+    bg2 = np.uint8(min(255.0, background[2] * 255.0 + 0.5))
+    lx, ly, lz = light[0], light[1], light[2]
+    inv_focal = 1.0 / focal_px
+    highlight_cutoff = math.exp(math.log(1.0 / 1024.0) / shininess) if specular > 0 and shininess > 0 else 2.0
+    covered = 0
     for band in numba.prange(n_bands):
         row_lo = band * band_rows
         row_hi = min(h, row_lo + band_rows) - 1
         zbuf[row_lo:row_hi + 1] = -np.inf
         tri[row_lo:row_hi + 1] = -1
+        # 1. Keep the nearest triangle per pixel centre (depth key grows towards the eye).
         for t in range(faces.shape[0]):
-            a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
-            if inv_w[a] <= 0.0 or inv_w[b] <= 0.0 or inv_w[c] <= 0.0:
-                continue
-            y0, y1, y2 = screen[a, 1], screen[b, 1], screen[c, 1]
-            # Pixel row i covers centre i + 0.5: the rows whose centres fall within the triangle's y range.
-            ymin = max(math.ceil(min(y0, y1, y2) - 0.5), row_lo)
-            ymax = min(math.floor(max(y0, y1, y2) - 0.5), row_hi)
+            ymin = max(rows[t, 0], row_lo)
+            ymax = min(rows[t, 1], row_hi)
             if ymin > ymax:
                 continue
-            x0, x1, x2 = screen[a, 0], screen[b, 0], screen[c, 0]
-            xmin = max(math.ceil(min(x0, x1, x2) - 0.5), 0)
-            xmax = min(math.floor(max(x0, x1, x2) - 0.5), w - 1)
-            if xmin > xmax:
-                continue
-            area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
-            if not abs(area) > 1e-12:
-                continue
-            inv_area = 1.0 / area
-            # Barycentric weight of each vertex = its opposite edge function / area; linear in the pixel position.
-            a0x, a0y = -(y2 - y1) * inv_area, (x2 - x1) * inv_area
-            a1x, a1y = -(y0 - y2) * inv_area, (x0 - x2) * inv_area
+            a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
+            x1, y1 = screen[b, 0], screen[b, 1]
+            x2, y2 = screen[c, 0], screen[c, 1]
+            a0x, a0y, a1x, a1y = coef[t, 0], coef[t, 1], coef[t, 2], coef[t, 3]
             k0, k1, k2 = key[a], key[b], key[c]
             for py in range(ymin, ymax + 1):
                 sy = py + 0.5
-                for px in range(xmin, xmax + 1):
+                for px in range(cols[t, 0], cols[t, 1] + 1):
                     sx = px + 0.5
                     l0 = a0x * (sx - x1) + a0y * (sy - y1)
                     l1 = a1x * (sx - x2) + a1y * (sy - y2)
@@ -308,81 +360,62 @@ def _rasterise(faces, screen, inv_w, key, zbuf, tri, n_bands):  # pragma: no cov
                         if depth > zbuf[py, px]:
                             zbuf[py, px] = depth
                             tri[py, px] = t
-
-
-# fastmath is safe here: every input was checked finite, rasterised triangles have non-zero area, and a normal is
-# only normalised where its dot product with the light is positive (so non-zero). It saves about a fifth.
-@numba.njit(cache=True, nogil=True, boundscheck=False, parallel=True, fastmath=True)
-def _shade(faces, screen, inv_w, normals_cam, colours, mode, tri, light, background, ambient, diffuse, specular,
-           shininess, focal_px, cx, cy, ortho, out):  # pragma: no cover - compiled
-    """Light each covered pixel; returns the number of covered pixels."""
-    h, w = tri.shape
-    bg0 = np.uint8(min(255.0, background[0] * 255.0 + 0.5))
-    bg1 = np.uint8(min(255.0, background[1] * 255.0 + 0.5))
-    bg2 = np.uint8(min(255.0, background[2] * 255.0 + 0.5))
-    lx, ly, lz = light[0], light[1], light[2]
-    inv_focal = 1.0 / focal_px
-    highlight_cutoff = math.exp(math.log(1.0 / 1024.0) / shininess) if specular > 0 and shininess > 0 else 2.0
-    covered = 0
-    for py in numba.prange(h):
-        row_covered = 0
-        for px in range(w):
-            t = tri[py, px]
-            if t < 0:
-                out[py, px, 0] = bg0
-                out[py, px, 1] = bg1
-                out[py, px, 2] = bg2
-                continue
-            row_covered += 1
-            a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
-            x0, y0 = screen[a, 0], screen[a, 1]
-            x1, y1 = screen[b, 0], screen[b, 1]
-            x2, y2 = screen[c, 0], screen[c, 1]
-            sx, sy = px + 0.5, py + 0.5
-            inv_area = 1.0 / ((x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0))
-            l0 = ((x2 - x1) * (sy - y1) - (y2 - y1) * (sx - x1)) * inv_area
-            l1 = ((x0 - x2) * (sy - y2) - (y0 - y2) * (sx - x2)) * inv_area
-            l2 = 1.0 - l0 - l1
-            # Screen-space weights divided by w give the perspective-correct weights of the surface point.
-            p0, p1, p2 = l0 * inv_w[a], l1 * inv_w[b], l2 * inv_w[c]
-            s = 1.0 / (p0 + p1 + p2)
-            p0 *= s
-            p1 *= s
-            p2 *= s
-            nx = p0 * normals_cam[a, 0] + p1 * normals_cam[b, 0] + p2 * normals_cam[c, 0]
-            ny = p0 * normals_cam[a, 1] + p1 * normals_cam[b, 1] + p2 * normals_cam[c, 1]
-            nz = p0 * normals_cam[a, 2] + p1 * normals_cam[b, 2] + p2 * normals_cam[c, 2]
-            # Direction from the eye through the pixel (camera space), normalised only where a highlight needs it.
-            if ortho:
-                vx, vy = 0.0, 0.0
-            else:
-                vx, vy = (sx - cx) * inv_focal, (cy - sy) * inv_focal
-            # Two-sided lighting: a normal facing away from the eye is flipped, so face winding and the inside of
-            # an open mesh never come out black. The sign needs no normalisation.
-            if nx * vx + ny * vy + nz > 0:
-                nx, ny, nz = -nx, -ny, -nz
-            n_dot_l = nx * lx + ny * ly + nz * lz
-            highlight = 0.0
-            lambert = 0.0
-            if n_dot_l > 0:
-                inv_n = 1.0 / math.sqrt(nx * nx + ny * ny + nz * nz)
-                lambert = n_dot_l * inv_n
-                if specular > 0:
-                    inv_v = 1.0 / math.sqrt(vx * vx + vy * vy + 1.0)
-                    hx, hy, hz = lx - vx * inv_v, ly - vy * inv_v, lz - inv_v
-                    cos_h = (nx * hx + ny * hy + nz * hz) * inv_n / math.sqrt(hx * hx + hy * hy + hz * hz)
-                    # pow is the costliest operation here; below the cut-off the highlight is under 1/1024.
-                    if cos_h > highlight_cutoff:
-                        highlight = specular * cos_h**shininess
-            light_level = ambient + diffuse * lambert
-            for ch in range(3):
-                if mode == 1:
-                    albedo = p0 * colours[a, ch] + p1 * colours[b, ch] + p2 * colours[c, ch]
+        # 2. Shade each covered pixel once (deferred), whatever the overdraw.
+        band_covered = 0
+        for py in range(row_lo, row_hi + 1):
+            for px in range(w):
+                t = tri[py, px]
+                if t < 0:
+                    out[py, px, 0] = bg0
+                    out[py, px, 1] = bg1
+                    out[py, px, 2] = bg2
+                    continue
+                band_covered += 1
+                a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
+                sx, sy = px + 0.5, py + 0.5
+                l0 = coef[t, 0] * (sx - screen[b, 0]) + coef[t, 1] * (sy - screen[b, 1])
+                l1 = coef[t, 2] * (sx - screen[c, 0]) + coef[t, 3] * (sy - screen[c, 1])
+                l2 = 1.0 - l0 - l1
+                # Screen-space weights divided by w give the perspective-correct weights of the surface point.
+                p0, p1, p2 = l0 * inv_w[a], l1 * inv_w[b], l2 * inv_w[c]
+                s = 1.0 / (p0 + p1 + p2)
+                p0 *= s
+                p1 *= s
+                p2 *= s
+                nx = p0 * normals_cam[a, 0] + p1 * normals_cam[b, 0] + p2 * normals_cam[c, 0]
+                ny = p0 * normals_cam[a, 1] + p1 * normals_cam[b, 1] + p2 * normals_cam[c, 1]
+                nz = p0 * normals_cam[a, 2] + p1 * normals_cam[b, 2] + p2 * normals_cam[c, 2]
+                # Direction from the eye through the pixel (camera space, z = 1), normalised only for highlights.
+                if ortho:
+                    vx, vy = 0.0, 0.0
                 else:
-                    albedo = colours[0, ch]
-                value = (albedo * light_level + highlight) * 255.0 + 0.5
-                out[py, px, ch] = np.uint8(min(255.0, max(0.0, value)))
-        covered += row_covered
+                    vx, vy = (sx - cx) * inv_focal, (cy - sy) * inv_focal
+                # Two-sided lighting: a normal facing away from the eye is flipped, so face winding and the inside
+                # of an open mesh never come out black. The sign needs no normalisation.
+                if nx * vx + ny * vy + nz > 0:
+                    nx, ny, nz = -nx, -ny, -nz
+                n_dot_l = nx * lx + ny * ly + nz * lz
+                highlight = 0.0
+                lambert = 0.0
+                if n_dot_l > 0:
+                    inv_n = 1.0 / math.sqrt(nx * nx + ny * ny + nz * nz)
+                    lambert = n_dot_l * inv_n
+                    if specular > 0:
+                        inv_v = 1.0 / math.sqrt(vx * vx + vy * vy + 1.0)
+                        hx, hy, hz = lx - vx * inv_v, ly - vy * inv_v, lz - inv_v
+                        cos_h = (nx * hx + ny * hy + nz * hz) * inv_n / math.sqrt(hx * hx + hy * hy + hz * hz)
+                        # pow is the costliest operation here; below the cut-off the highlight is under 1/1024.
+                        if cos_h > highlight_cutoff:
+                            highlight = specular * cos_h**shininess
+                light_level = ambient + diffuse * lambert
+                for ch in range(3):
+                    if mode == 1:
+                        albedo = p0 * colours[a, ch] + p1 * colours[b, ch] + p2 * colours[c, ch]
+                    else:
+                        albedo = colours[0, ch]
+                    value = (albedo * light_level + highlight) * 255.0 + 0.5
+                    out[py, px, ch] = np.uint8(min(255.0, max(0.0, value)))
+        covered += band_covered
     return covered
 
 
