@@ -103,9 +103,9 @@ class MeshRenderer:
             raise InputError("renderer", "supersample", expected="1, 2, 3 or 4", actual=supersample)
         if not (0.0 <= min_coverage < 1.0):
             raise InputError("renderer", "min_coverage", expected="0 <= fraction < 1", actual=min_coverage)
-        if threads is not None and not (1 <= threads <= numba.config.NUMBA_NUM_THREADS):
-            raise InputError("renderer", "threads", expected=f"1..{numba.config.NUMBA_NUM_THREADS} or None",
-                             actual=threads)
+        max_threads = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))  # numba's pool size, set at import
+        if threads is not None and not (1 <= threads <= max_threads):
+            raise InputError("renderer", "threads", expected=f"1..{max_threads} or None", actual=threads)
         self.threads = threads
         self.faces = np.ascontiguousarray(faces, dtype=np.int32)
         self.n_vertices_min = int(self.faces.max()) + 1
