@@ -227,12 +227,13 @@ def head_mask(heads: int, in_per_head: int, out_per_head: int, *, inclusive: boo
 
 
 class MaskedLayer(nn.Module):
-    """One context-model layer: a head-masked 1x1 over the current frame + the audio code + a historic conv.
+    """One context-model layer: a head-masked 1x1 over the current frame + the audio code + a historic term.
 
-    ``output[t] = masked(x[t]) + audio(a[t]) + history(x[t - 1 - dilation], x[t - 1])``; the audio term only
-    when ``use_audio``, the historic term only when ``dilation`` is given. The embedding and logits layers own
-    audio weights they never use, as the released checkpoint does. Shapes: x B x T x (H*in_per_head), audio code
-    B x T x audio_dim -> B x T x (H*out_per_head).
+    ``output[t] = masked(x[t]) + audio(a[t]) + history([x[t - 1 - dilation], x[t - 1]])``; the audio term only
+    when ``use_audio``, the historic term (the reference's kernel-2 dilated convolution, written as one linear
+    layer over the two past frames, zeros before the start) only when ``dilation`` is given. The embedding and
+    logits layers own audio weights they never use, as the released checkpoint does.
+    Shapes: x B x T x (H*in_per_head), audio code B x T x audio_dim -> B x T x (H*out_per_head).
     """
 
     def __init__(self, heads: int, in_per_head: int, out_per_head: int, audio_dim: int, *, dilation: int | None,
@@ -243,7 +244,8 @@ class MaskedLayer(nn.Module):
         self.inclusive, self.use_audio, self.dilation = inclusive, use_audio, dilation
         self.masked = nn.Linear(ch_in, ch_out)
         self.audio = nn.Linear(audio_dim, ch_out)
-        self.history = None if dilation is None else nn.Conv1d(ch_in, ch_out, kernel_size=2, dilation=dilation)
+        # Columns: frame t - 1 - dilation, then frame t - 1.
+        self.history = None if dilation is None else nn.Linear(2 * ch_in, ch_out)
         # Derived from the config, so not saved: checkpoints stay valid whatever the mask's dtype or device.
         self.register_buffer("mask", head_mask(heads, in_per_head, out_per_head, inclusive=inclusive),
                              persistent=False)
@@ -253,14 +255,11 @@ class MaskedLayer(nn.Module):
         if self.use_audio:
             y = y + self.audio(audio_code)
         if self.history is not None:
-            y = y + self.past(x)
+            T, d = x.shape[1], self.dilation
+            far = F.pad(x, (0, 0, d + 1, 0))[:, :T]  # (B, T, ch_in): frame t holds x[t - 1 - d]
+            near = F.pad(x, (0, 0, 1, 0))[:, :T]  # (B, T, ch_in): frame t holds x[t - 1]
+            y = y + self.history(torch.cat([far, near], dim=-1))
         return y
-
-    def past(self, x: Tensor) -> Tensor:
-        """The historic term: frame t sees frames t - 1 - dilation and t - 1 (zeros before the start)."""
-        T, d = x.shape[1], self.dilation
-        x = F.pad(x.transpose(1, 2), (d + 1, 0))[:, :, :T + d]  # (B, ch_in, T + d), shifted by one frame
-        return self.history(x).transpose(1, 2)  # (B, T, ch_out)
 
 
 class ContextModel(nn.Module):

@@ -14,7 +14,7 @@ Name mapping (reference file: reference prefix -> ours):
   ``decoder.lstm``, ``decoder.up``; ``vertex_bias``, ``mean``, ``stddev`` -> ``decoder.*``;
 - context_model: ``embedding``, ``context_layers.{i}``, ``logits`` -> ``context.embedding``,
   ``context.layers.{i}``, ``context.logits``, with the parts ``masked_linear``, ``unmasked_linear``
-  (out x in x 1 -> out x in), ``historic`` -> ``masked``, ``audio``, ``history``.
+  (out x in x 1 -> out x in), ``historic`` (out x in x 2 -> out x 2in) -> ``masked``, ``audio``, ``history``.
 """
 
 from __future__ import annotations
@@ -64,12 +64,30 @@ def reference_key(key: str) -> tuple[str, str]:
     raise KeyError(key)
 
 
-def to_reference_shape(key: str, tensor: Tensor) -> Tensor:
-    """Our tensor -> the reference's layout: per-vertex buffers 1 x 1 x V x 3, 1x1 convolutions out x in x 1."""
+def to_reference_layout(key: str, tensor: Tensor) -> Tensor:
+    """Our tensor -> the reference's layout.
+
+    Per-vertex buffers V x 3 -> 1 x 1 x V x 3; the context model's 1x1 layers out x in -> out x in x 1; its
+    historic layers out x (2 * in) (frame t - 1 - d, then t - 1) -> the kernel-2 convolution's out x in x 2.
+    """
     if key.endswith((".mean", ".stddev")):
         return tensor.reshape(1, 1, *tensor.shape)  # (1, 1, V, 3)
-    if key.startswith("context.") and (".masked.weight" in key or ".audio.weight" in key):
+    if key.startswith("context.") and key.endswith(".weight"):
+        if ".history." in key:
+            out, two_in = tensor.shape
+            return tensor.reshape(out, 2, two_in // 2).permute(0, 2, 1).contiguous()  # (out, in, 2)
         return tensor.unsqueeze(-1)  # (out, in, 1)
+    return tensor
+
+
+def from_reference_layout(key: str, tensor: Tensor) -> Tensor:
+    """The inverse of ``to_reference_layout`` (``key`` is ours)."""
+    if key.endswith((".mean", ".stddev")):
+        return tensor.reshape(tensor.shape[-2:])  # (V, 3)
+    if key.startswith("context.") and key.endswith(".weight"):
+        if ".history." in key:
+            return tensor.permute(0, 2, 1).reshape(tensor.shape[0], -1)  # (out, 2 * in)
+        return tensor.squeeze(-1)  # (out, in)
     return tensor
 
 
@@ -81,7 +99,7 @@ def export_reference(model: MeshTalk) -> dict[str, dict[str, Tensor]]:
     states: dict[str, dict[str, Tensor]] = {name: {} for name in REFERENCE_FILES}
     for key, tensor in model.state_dict().items():
         file, ref = reference_key(key)
-        states[file][ref] = to_reference_shape(key, tensor.detach().cpu().clone())
+        states[file][ref] = to_reference_layout(key, tensor.detach().cpu().clone())
     for prefix, layer in _masked_layers(model):
         states["context_model"][f"{prefix}.mask"] = layer.mask.detach().cpu().unsqueeze(-1)  # (out, in, 1)
     return states
@@ -144,9 +162,9 @@ def load_reference(directory: str | Path) -> MeshTalk:
     model = MeshTalk(infer_config(states, directory))
     expected = export_reference(model)
     ours = {}
-    for key, tensor in model.state_dict().items():
+    for key in model.state_dict():
         file, ref = reference_key(key)
-        ours[key] = _take(states[file], ref, expected[file][ref], directory / f"{file}.pkl").reshape(tensor.shape)
+        ours[key] = from_reference_layout(key, _take(states[file], ref, expected[file][ref], directory / f"{file}.pkl"))
     for prefix, _ in _masked_layers(model):
         key = f"{prefix}.mask"
         mask = _take(states["context_model"], key, expected["context_model"][key], directory / "context_model.pkl")
