@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -25,6 +27,20 @@ def version() -> None:
     from meshtalk import __version__
 
     typer.echo(__version__)
+
+
+@app.command("import-reference")
+def import_reference(
+    directory: Annotated[Path, typer.Argument(help="Directory of encoder.pkl, vertex_unet.pkl, context_model.pkl.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (this project's format).")],
+) -> None:
+    """Convert the released MeshTalk weights (reference state dicts) into one checkpoint."""
+    from meshtalk.reference import import_reference as convert
+
+    model = convert(directory, out)
+    c = model.config
+    typer.echo(f"wrote {out}: H={c.heads} C={c.classes} V={c.n_vertices}, "
+               f"{model.parameter_counts()['total']:,} parameters")
 
 
 def main() -> None:
