@@ -159,9 +159,11 @@ def utterance_log_mel(audio_16k: np.ndarray) -> np.ndarray:
 
     Stored frame m is centred on original sample ``160 * m - 8000``; M = 1 + (N + 16000) // 160.
     """
-    padded = np.pad(audio_16k.astype(np.float32, copy=False), MEL_PAD_SAMPLES)
+    # Computed in float64: quiet bins (log power below -10) lose 1e-3 to float32 rounding of the FFT, and the
+    # stored features are computed once.
+    padded = np.pad(audio_16k.astype(np.float64), MEL_PAD_SAMPLES)
     with torch.no_grad():
-        mel = log_mel(torch.from_numpy(padded), hann_window(), mel_filterbank())
+        mel = log_mel(torch.from_numpy(padded), hann_window().double(), mel_filterbank().double())
     return np.ascontiguousarray(mel.T.numpy(), dtype=np.float32)
 
 

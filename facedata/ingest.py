@@ -52,6 +52,7 @@ from facedata.store import (
     ensure_groups,
     identity_group_path,
     manifest_schemas,
+    memmap_array,
     read_info,
     sequence_group_path,
     stage_group,
@@ -401,10 +402,19 @@ def _write_identity(
         "frame_step": identity.step,
         "source_dir": str(identity.directory),
     }
-    write_array_atomic(store, f"{group_path}/template", template[vertex_set.keep].astype(np.float32))
+    kept = template[vertex_set.keep].astype(np.float32)
     import zarr
 
-    zarr.open_group(store / ARRAYS_DIR / group_path, mode="a").attrs.put({"facedata": attrs})
+    group = zarr.open_group(store / ARRAYS_DIR / group_path, mode="a")
+    template_path = store / ARRAYS_DIR / group_path / "template"
+    unchanged = (
+        group.attrs.get("facedata") == attrs
+        and (template_path / "zarr.json").exists()
+        and np.array_equal(np.asarray(memmap_array(template_path)), kept)
+    )
+    if not unchanged:  # a re-run over the same sources rewrites nothing
+        write_array_atomic(store, f"{group_path}/template", kept)
+        group.attrs.put({"facedata": attrs})
     return rejects, True
 
 
@@ -470,8 +480,13 @@ def _run_tasks(tasks: list[SequenceTask], workers: int) -> Iterator[SequenceResu
         for task in tasks:
             yield ingest_sequence(task)
         return
-    # Workers are started fresh (not forked) so that no thread pool of the parent (torch, numba) is inherited.
-    context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    # Workers are not forked from this process (its zarr I/O thread and progress-bar thread must not be
+    # inherited) but from a fork server that imported torch and resampy and compiled the numba kernels once.
+    if sys.platform == "win32":
+        context = multiprocessing.get_context("spawn")
+    else:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["facedata._warm"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
         # Longest first, so that one long sequence does not finish alone at the end.
         pending: set[Future] = {
@@ -753,9 +768,10 @@ def _write_audio(path: Path, n_frames: int, group: Any, max_mismatch_ms: float) 
             expected=f"{expected} samples ({n_frames} frames at {MESH_FPS} fps)",
             actual=f"{info.frames} samples ({mismatch_ms:+.0f} ms)",
         )
-    gain = loudness_gain(samples, path=path)
     quality = _audio_quality(samples, info.sample_rate_hz)
-    audio_16k = resample(samples, info.sample_rate_hz, SAMPLE_RATE_HZ) * np.float32(gain)
+    audio_16k = resample(samples, info.sample_rate_hz, SAMPLE_RATE_HZ)
+    gain = loudness_gain(audio_16k, path=path)  # after resampling, as the reference normalises
+    audio_16k *= np.float32(gain)
     needed = -(-SAMPLE_RATE_HZ * n_frames // MESH_FPS)
     mel = utterance_log_mel(np.pad(audio_16k, (0, max(0, needed - audio_16k.size))))
     create_array(group, "audio", audio_16k.astype(np.float32))

@@ -41,7 +41,7 @@ def read_bin(path: str | Path, n_vertices: int = MULTIFACE_VERTICES) -> np.ndarr
     path = Path(path)
     expected_bytes = n_vertices * 3 * 4
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:
             data = f.read(expected_bytes + 1)
     except OSError as e:
         raise InputError(path, f"unreadable file: {e.strerror or e}") from e
@@ -59,6 +59,11 @@ def read_bin(path: str | Path, n_vertices: int = MULTIFACE_VERTICES) -> np.ndarr
 
 def check_finite(vertices: np.ndarray, path: str | Path) -> None:
     """Raise InputError naming the first non-finite vertex."""
+    # A NaN or inf makes the dot product of the values with themselves non-finite: one BLAS call for the common
+    # case; the per-vertex search runs only when it is not finite (which huge finite values can also cause).
+    flat = vertices.reshape(-1)
+    if np.isfinite(np.dot(flat, flat)):
+        return
     finite = np.isfinite(vertices).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
