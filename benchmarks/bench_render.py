@@ -173,14 +173,14 @@ def main() -> None:
     print(f"first frame (compile or load the numba cache): {time.perf_counter() - start:.2f} s")
     coverage = (renderer.render(frames[0]) != renderer.render(frames[0])[0, 0]).any(axis=2).mean()
     print(f"the mesh covers {coverage:.0%} of the image")
-    one_thread = MeshRenderer(faces, camera, width_px=WIDTH, height_px=HEIGHT, threads=1)
+    all_threads = MeshRenderer(faces, camera, width_px=WIDTH, height_px=HEIGHT, threads=None)
     smooth = MeshRenderer(faces, camera, width_px=WIDTH, height_px=HEIGHT, supersample=2)
     ortho = MeshRenderer(faces, Camera.framing(vertices, orthographic=True), width_px=WIDTH, height_px=HEIGHT)
     comparison = ComparisonRenderer(faces, vertices)
     peer = matplotlib_peer(faces, vertices)
     contenders = {
         "facedata.render MeshRenderer": (renderer.render, max(1, args.frames // 5)),
-        "  threads=1": (one_thread.render, max(1, args.frames // 5)),
+        f"  threads=None (all {os.cpu_count()} cores)": (all_threads.render, max(1, args.frames // 5)),
         "  supersample=2": (smooth.render, max(1, args.frames // 15)),
         "  orthographic": (ortho.render, max(1, args.frames // 5)),
         f"  ComparisonRenderer ({comparison.width_px} x {comparison.height_px}, 3 panels)":

@@ -151,6 +151,7 @@ class ComparisonRenderer:
         max_error_mm: top of the colour scale.
         cmap: matplotlib colour map name of the heat map.
         camera: overrides the framing computed from ``reference_mm``.
+        threads: see ``MeshRenderer``.
 
     Attributes:
         width_px, height_px: size of the composed frames (even).
@@ -160,7 +161,7 @@ class ComparisonRenderer:
                  cmap: str = "inferno", titles: Sequence[str] = ("ground truth", "prediction", "error"),
                  panel_width_px: int = 400, panel_height_px: int = 480, camera: Camera | None = None,
                  yaw_deg: float = 0.0, pitch_deg: float = 0.0, shading: Shading | None = None,
-                 supersample: int = 1):
+                 supersample: int = 1, threads: int | None = 1):
         if not (max_error_mm > 0 and math.isfinite(max_error_mm)):
             raise InputError("comparison view", "max_error_mm", expected="a finite value > 0", actual=max_error_mm)
         if len(titles) != 3:
@@ -168,10 +169,10 @@ class ComparisonRenderer:
         camera = camera or Camera.framing(reference_mm, yaw_deg=yaw_deg, pitch_deg=pitch_deg,
                                           aspect=panel_width_px / panel_height_px)
         shading = shading or Shading()
-        options = dict(width_px=panel_width_px, height_px=panel_height_px, supersample=supersample)
-        self._surface = MeshRenderer(faces, camera, shading=shading, **options)
+        size = dict(width_px=panel_width_px, height_px=panel_height_px)
+        self._surface = MeshRenderer(faces, camera, shading=shading, supersample=supersample, threads=threads, **size)
         self._heat = MeshRenderer(faces, camera, shading=replace(HEAT_SHADING, background_rgb=shading.background_rgb),
-                                  **options)
+                                  supersample=supersample, threads=threads, **size)
         self.max_error_mm = float(max_error_mm)
         self.cmap = cmap
         bar = colorbar_image(cmap=cmap, vmin=0.0, vmax=self.max_error_mm, unit="mm",
