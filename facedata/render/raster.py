@@ -214,7 +214,8 @@ class MeshRenderer:
                 label, "blank frame: the mesh is off-screen, behind the camera or degenerate",
                 expected=f">= {needed} of {total} pixels covered",
                 actual=f"{covered} (mesh centre {np.round(centre, 1).tolist()} mm, "
-                       f"eye {np.round(eye, 1).tolist()} mm looking at {list(self.camera.target_mm)})")
+                       f"eye {np.round(eye, 1).tolist()} mm looking at "
+                       f"{np.round(self.camera.target_mm, 1).tolist()} mm)")
         if not _has_contrast(image, 2):
             raise BlankFrameError(label, "uniform frame: the mesh is indistinguishable from the background",
                                   expected="at least 2 grey levels of contrast",
