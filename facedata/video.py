@@ -91,7 +91,17 @@ class Mp4Writer:
                             if (self._even_width, self._even_height) != (self.width_px, self.height_px) else None)
         self.max_audio_mismatch_s = float(max_audio_mismatch_s)
         self.frames_written = 0
+        if not self.path.parent.is_dir():
+            raise InputError(self.path, "output directory", expected="an existing directory", actual="missing")
         self._tmpdir = tempfile.TemporaryDirectory(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            self._start(audio, crf=crf, preset=preset)
+        except BaseException:
+            self._tmpdir.cleanup()
+            raise
+        self._closed = False
+
+    def _start(self, audio: AudioSource | None, *, crf: int, preset: str) -> None:
         tmp = Path(self._tmpdir.name)
         self._audio_path: Path | None = None
         self.audio_seconds: float | None = None
@@ -105,16 +115,27 @@ class Mp4Writer:
                    "-an", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
                    "-profile:v", "high", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
                    "-f", "mp4", str(self._video_path)]
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                         stderr=self._stderr)
+        try:
+            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                             stderr=self._stderr)
+        except BaseException:
+            self._stderr.close()
+            raise
         assert self._process.stdin is not None
         self._stdin = self._process.stdin
-        with contextlib.suppress(AttributeError, OSError):
-            # A pipe as large as a few frames lets the next frame render while ffmpeg encodes this one.
+        # A pipe that holds a whole frame or more lets the next frame render while ffmpeg encodes this one. Linux
+        # caps unprivileged pipes (1 MiB by default), so fall back to the cap.
+        try:
             import fcntl
-
-            fcntl.fcntl(self._stdin.fileno(), fcntl.F_SETPIPE_SZ, 4 * self._even_width * self._even_height * 3)
-        self._closed = False
+        except ImportError:  # not on Windows: the default pipe only costs some overlap
+            return
+        frame_bytes = self._even_width * self._even_height * 3
+        for size in (4 * frame_bytes, 1 << 20):
+            try:
+                fcntl.fcntl(self._stdin.fileno(), fcntl.F_SETPIPE_SZ, size)
+                return
+            except (AttributeError, OSError):
+                continue
 
     def _prepare_audio(self, audio: AudioSource, tmp: Path) -> tuple[Path, float]:
         import soundfile

@@ -331,6 +331,8 @@ def test_mp4_refuses_mismatched_audio_and_bad_frames_and_leaves_nothing(tmp_path
             video.write(np.zeros((H, W, 3), np.float32))
     with pytest.raises(InputError, match="unreadable audio"):
         Mp4Writer(tmp_path / "z.mp4", width_px=W, height_px=H, audio=tmp_path / "missing.wav")
+    with pytest.raises(InputError, match="output directory"):
+        Mp4Writer(tmp_path / "no" / "z.mp4", width_px=W, height_px=H)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]
     with pytest.raises(FacedataError):
         probe_media(tmp_path / "long.wav.mp4")
