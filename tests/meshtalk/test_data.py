@@ -18,6 +18,7 @@ from meshtalk.data import (
     WindowDataset,
     WindowSampler,
     estimate_vertex_statistics,
+    keep_batch,
     read_sequence,
     select_sequences,
     tile_windows,
@@ -61,7 +62,7 @@ def test_fixed_windows_read_the_stored_frames(tiny_store):
 def test_windows_follow_the_counter(tiny_store):
     store = Store(tiny_store)
     dataset = WindowDataset(store, select_sequences(store), frames=16, seed=3)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=WindowSampler(8))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=WindowSampler(8), collate_fn=keep_batch)
     batch = next(iter(loader))
     for b in range(4):  # sample 8 + b of the run, whatever loaded it
         np.testing.assert_array_equal(batch["vertices"][b].numpy(), dataset[8 + b]["vertices"].numpy())
@@ -127,3 +128,27 @@ def test_windows_from_a_synthesised_and_ingested_store(tmp_path):
 
 
 
+
+
+def test_read_rows_across_shards_equals_zarr(tiny_store):
+    """Rows copied piece by piece out of the shard maps (shards of 16 frames here) equal zarr-python's read."""
+    from meshtalk.data import read_rows
+
+    store = Store(tiny_store)
+    entry = select_sequences(store)[0]
+    mapped = store.open_sequence(entry.path).vertices
+    stored = zarr.open_array(tiny_store / ARRAYS_DIR / entry.path / "vertices", mode="r")[...]
+    for start, stop in [(0, 16), (10, 40), (15, 17), (0, entry.n_frames), (entry.n_frames - 3, entry.n_frames)]:
+        np.testing.assert_array_equal(read_rows(mapped, start, stop), stored[start:stop])
+
+
+@pytest.mark.parametrize(("first", "count"), [(0, 1), (0, 32), (7, 64), (100, 3)])
+def test_mel_window_gather_equals_facedata(first, count):
+    from facedata.audio import mel_window_range, mel_windows_from_block
+    from meshtalk.data import gather_mel_windows
+
+    mel = np.random.default_rng(first).normal(size=(600, 80)).astype(np.float32)
+    lo, hi = mel_window_range(first, count)
+    ours = gather_mel_windows(mel[lo:hi], lo, first, count)
+    assert ours.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(ours, mel_windows_from_block(mel[lo:hi], lo, first, count))
