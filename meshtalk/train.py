@@ -698,11 +698,11 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
         val_loader = make_loader(FixedWindows(val_dataset, windows), dataclasses.replace(config, workers=0), device)
     regions = Regions().select(store)
 
-    # Model, objective, optimiser.
-    model, origin = build_model(config, statistics, n_vertices)
+    # Model, objective, optimiser. A resumed run's checkpoint holds the whole model (weights and normalisation).
     if resumed:
-        state = load_checkpoint(run / "last.pt").model.state_dict()
-        load_state(model, state, path=run / "last.pt")
+        model, origin = load_checkpoint(run / "last.pt").model, f"resumed from {run / 'last.pt'}"
+    else:
+        model, origin = build_model(config, statistics, n_vertices)
     model = model.to(device)
     if config.stage == 2:
         for module in (model.encoder, model.decoder):
@@ -731,6 +731,11 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
         return ", ".join(f"{dataset.entries[int(s)].identity}/{dataset.entries[int(s)].sequence}@{int(t)}"
                          for s, t in zip(batch["sequence"], batch["start"], strict=True))
 
+    def stopped(message: str) -> TrainingError:
+        """The NaN guard's error, also logged (no checkpoint: the last one holds the weights before the step)."""
+        log.write("event", step, event="error", error=message)
+        return TrainingError(message)
+
     def checkpoint() -> Path:
         return save_training_checkpoint(run, model, optimizer, step=step, samples=samples, config=config,
                                         keep=config.keep_checkpoints)
@@ -740,7 +745,7 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16)
     loader = iter(make_loader(dataset, config, device, start=samples))
     timer, rate = time.perf_counter(), 0.0
-    with StopSignals() as stop, bar if bar is not None else contextlib.nullcontext():
+    with StopSignals() as stop, bar if bar is not None else contextlib.nullcontext(), _closing(log):
         while step < config.steps and stop.received is None:
             batch = {k: v.to(device, non_blocking=True) for k, v in next(loader).items()}
 
@@ -755,15 +760,15 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
             loss = sum(terms.values())
             values = {k: v.detach().item() for k, v in terms.items()}
             if not math.isfinite(loss.detach().item()):
-                raise TrainingError(f"step {step + 1}: non-finite loss ({_format(values)}) on the batch of "
-                                    f"{describe(batch)}")
+                raise stopped(f"step {step + 1}: non-finite loss ({_format(values)}) on the batch of "
+                              f"{describe(batch)}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf))
             if not math.isfinite(grad_norm):
-                raise TrainingError(f"step {step + 1}: non-finite gradient norm ({grad_norm}) with finite losses "
-                                    f"({_format(values)}) on the batch of {describe(batch)}")
+                raise stopped(f"step {step + 1}: non-finite gradient norm ({grad_norm}) with finite losses "
+                              f"({_format(values)}) on the batch of {describe(batch)}")
             optimizer.step()
             step += 1
             samples += batch["vertices"].shape[0]
@@ -795,8 +800,8 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
                     warn(f"step {step}: {message}", kind=kind)
             if val_loader is not None and (step % config.val_every == 0 or step == config.steps):
                 with isolated_rng(config.seed + step):
-                    result = validate(config, model, objective, val_loader, regions, device)
-                log.write("val", step, **result)
+                    scores = validate(config, model, objective, val_loader, regions, device)
+                log.write("val", step, **scores)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 checkpoint()
                 saved_step = step
@@ -804,8 +809,15 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
             checkpoint()
         if stop.received is not None:
             log.write("event", step, event="stopped", signal=signal.Signals(stop.received).name)
-    log.close()
     return TrainResult(run=run, step=step, checkpoint=run / "last.pt", stopped_by=stop.received, losses=losses)
+
+
+@contextlib.contextmanager
+def _closing(log: RunLog) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        log.close()
 
 
 def _format(values: dict[str, float]) -> str:
