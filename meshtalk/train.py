@@ -528,7 +528,8 @@ def read_log(run: str | Path, record_type: str | None = None) -> list[dict[str, 
 
 
 class Progress:
-    """A rich progress bar with loss, steps/s and the monitors' summary; silent when stderr is not a terminal."""
+    """A rich progress bar: step, loss, steps/s and the monitors in brief; each monitor step also prints its full
+    summary above the bar, so the curve stays on screen. Silent when stderr is not a terminal."""
 
     def __init__(self, total: int, start: int, stage: int):
         from rich.console import Console
@@ -536,7 +537,7 @@ class Progress:
         from rich.progress import Progress as RichProgress
 
         self.console = Console(stderr=True)
-        self.bar = RichProgress(TextColumn(f"stage {stage}"), BarColumn(), MofNCompleteColumn(),
+        self.bar = RichProgress(TextColumn(f"stage {stage}"), BarColumn(bar_width=16), MofNCompleteColumn(),
                                 TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=self.console,
                                 disable=not self.console.is_terminal)
         self.task = self.bar.add_task("train", total=total, completed=start, status="")
@@ -550,8 +551,13 @@ class Progress:
         self.bar.stop()
 
     def update(self, step: int, loss: float, steps_per_s: float) -> None:
-        self.bar.update(self.task, completed=step,
-                        status=f"loss {loss:.4g}  {steps_per_s:.2f} steps/s  {self.monitors}")
+        self.bar.update(self.task, completed=step, status=f"loss {loss:.4g} {steps_per_s:.2f}/s {self.monitors}")
+
+    def show_monitors(self, step: int, stats: dict[str, Any], stage: int, warnings: dict[str, str]) -> None:
+        brief = f"ppl {stats['perplexity']:.1f} info {stats['information']:.2f}"
+        self.monitors = brief + (" COLLAPSE?" if warnings else "")
+        if self.console.is_terminal:
+            self.console.print(f"step {step}: {summarise(stats, stage=stage, warnings=warnings)}", highlight=False)
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
@@ -795,7 +801,7 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
                                           thresholds=thresholds) if step >= thresholds.grace_steps else {}
                 log.write("monitor", step, **stats, warnings=found)
                 if bar is not None:
-                    bar.monitors = summarise(stats, stage=config.stage, warnings=found)
+                    bar.show_monitors(step, stats, config.stage, found)
                 for kind, message in found.items():
                     warn(f"step {step}: {message}", kind=kind)
             if val_loader is not None and (step % config.val_every == 0 or step == config.steps):
