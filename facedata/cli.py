@@ -138,6 +138,39 @@ def split(
     stdout_console().print(counts.sort(["split", "subset"]))
 
 
+@app.command("build-masks")
+def build_masks(
+    store: Annotated[Path | None, typer.Option("--store", help="Store to write arrays.zarr/masks into.")] = None,
+    template: Annotated[
+        Path | None, typer.Option(help="A face mesh (OBJ/PLY), head-local mm, +y up, +z forward.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the masks (no store) or for the previews (with a store).")
+    ] = None,
+    import_dir: Annotated[
+        Path | None, typer.Option("--import", help="Folder of per-vertex mask files (<name>.txt, one per line).")
+    ] = None,
+    transfer_from: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(help="MESH MASKS: carry the masks of another topology's mesh (MASKS: a mask folder)."),
+    ] = None,
+    landmarks: Annotated[
+        Path | None, typer.Option(help="TOML with [landmarks] vertex indices and [parameters] sizes in mm.")
+    ] = None,
+    identity: Annotated[
+        str | None, typer.Option(help="Build on this identity's template instead of the mean of all.")
+    ] = None,
+    previews: Annotated[bool, typer.Option(help="Render a PNG preview per mask.")] = True,
+) -> None:
+    """Make the face-region masks (mouth, upper_face, eyelid, forehead, neck) and PNG previews."""
+    from facedata.masks import build_masks as run_build_masks
+    from facedata.report import print_mask_report
+
+    result = run_build_masks(store=store, template=template, out=out, import_dir=import_dir,
+                             transfer_from=transfer_from, spec=landmarks, identity=identity, previews=previews)
+    print_mask_report(result)
+
+
 def main() -> None:
     try:
         app()

@@ -117,3 +117,24 @@ def print_store_summary(store: Any) -> None:
         for stage, reason, count in counts.iter_rows():
             rej.add_row(stage, reason, str(count))
         out.print(rej)
+
+
+def print_mask_report(result: Any) -> None:
+    """Landmarks and masks of a ``build-masks`` run, and where they were written."""
+    out = stdout_console()
+    if result.landmarks:
+        table = Table(title=f"landmarks on the {result.template}")
+        for column in ("landmark", "vertex", "x mm", "y mm", "z mm", "source"):
+            table.add_column(column, justify="left" if column in ("landmark", "source") else "right")
+        for name, lm in result.landmarks.items():
+            table.add_row(name, str(lm["index"]), *(f"{c:.1f}" for c in lm["position_mm"]), lm["source"])
+        out.print(table)
+    table = Table(title=f"masks over {result.n_vertices} vertices")
+    for column in ("mask", "source", "vertices > 0.5", "mean weight"):
+        table.add_column(column, justify="left" if column in ("mask", "source") else "right")
+    for row in result.summary_rows():
+        table.add_row(row["mask"], row["source"], str(row["vertices > 0.5"]), f"{row['mean weight']:.3f}")
+    out.print(table)
+    out.print(f"masks written to {result.written} in {result.seconds:.1f} s")
+    if result.previews:
+        out.print(f"previews: {result.previews[0].parent}/ ({len(result.previews)} PNG)")

@@ -1,0 +1,136 @@
+"""Soft face-region masks from landmarks and distances along the surface.
+
+Each region has a core, a set of vertices decided from the landmarks, and a soft edge: its weight is a smoothstep of
+the signed surface distance to the core's border, 0.5 on the border and reaching 0 and 1 ``falloff_mm`` outside
+and inside it. Because the distance runs along the mesh, weight does not leak across a gap to a surface that is
+near in space but far along the skin (the nose above the lip, the neck under the chin).
+
+- ``mouth``: a geodesic disc of ``mouth_radius_mm`` around the point ``mouth_below_mm`` below the lip line on the
+  midline (lips, jaw, chin, cheeks beside the mouth).
+- ``upper_face``: the front of the face above a line ``upper_face_below_eyes_mm`` below the eyes, within
+  ``upper_face_half_width_mm`` of the midline (eyes, brows, forehead).
+- ``forehead``: the same above ``forehead_above_eyes_mm`` over the eyes, within ``forehead_half_width_mm``.
+- ``neck``: everything more than ``neck_below_chin_mm`` below the chin.
+- ``eyelid``: 0/1, the vertices within an ellipse (``eyelid_half_width_mm`` x ``eyelid_half_height_mm``, in x and
+  y) around each eye landmark (the top of the eye's recess, over the upper lid), on the front of the face.
+
+"The front" is the surface less than ``front_depth_mm`` behind the nose tip. The default sizes are for adult faces
+in millimetres; they were set so that the regions match the generated faces' true regions (``facedata synth``,
+docs/synth.md), which follow the areas MeshTalk's masks cover.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facedata.errors import InputError
+from facedata.masks.geometry import SurfaceGraph, smoothstep, vertex_normals
+from facedata.masks.landmarks import Landmarks
+
+MASK_NAMES = ("mouth", "upper_face", "eyelid", "forehead", "neck")
+
+
+@dataclass(frozen=True)
+class MaskParameters:
+    """Sizes of the regions, in mm (see the module docstring)."""
+
+    mouth_below_mm: float = 16.0
+    mouth_radius_mm: float = 58.0
+    upper_face_below_eyes_mm: float = 16.0
+    upper_face_half_width_mm: float = 68.0
+    forehead_above_eyes_mm: float = 20.0
+    forehead_half_width_mm: float = 62.0
+    neck_below_chin_mm: float = 27.0
+    neck_max_down: float = 0.3
+    eyelid_half_width_mm: float = 12.0
+    eyelid_half_height_mm: float = 5.0
+    front_depth_mm: float = 75.0
+    falloff_mm: float = 8.0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any], *, path: str | Path) -> MaskParameters:
+        """Parameters from a TOML ``[parameters]`` table; missing keys keep their defaults.
+
+        Raises:
+            InputError: an unknown key or a value that is not a positive number.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise InputError(path, "mask parameters", expected=f"some of {sorted(known)}", actual=unknown)
+        for key, value in table.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise InputError(path, f"mask parameter {key}", expected="a positive number (mm)", actual=repr(value))
+        return cls(**{k: float(v) for k, v in table.items()})
+
+
+def compute_masks(vertices_mm: np.ndarray, faces: np.ndarray, graph: SurfaceGraph, landmarks: Landmarks,
+                  parameters: MaskParameters = MaskParameters()) -> dict[str, np.ndarray]:
+    """The five masks of one neutral face.
+
+    Args:
+        vertices_mm: (V, 3) head-local mm.
+        graph: the mesh's ``SurfaceGraph``.
+        landmarks: its landmarks.
+
+    Returns:
+        name -> (V,) float32 in [0, 1]; ``eyelid`` holds only 0 and 1.
+    """
+    p = parameters
+    v = np.asarray(vertices_mm, np.float64)
+    x, y, z = v[:, 0], v[:, 1], v[:, 2]
+    nose = landmarks.position(v, "nose_tip")
+    eyes = [landmarks.position(v, "eye_left"), landmarks.position(v, "eye_right")]
+    eye_y = 0.5 * (eyes[0][1] + eyes[1][1])
+    front = z > nose[2] - p.front_depth_mm
+    mid_x = _midline_x(v, faces, front)
+
+    def soft(signed_mm: np.ndarray) -> np.ndarray:
+        return smoothstep(signed_mm, -p.falloff_mm, p.falloff_mm).astype(np.float32)
+
+    # Mouth: a disc along the skin around the surface point on the midline below the lip line.
+    anchor_y = landmarks.position(v, "mouth_centre")[1] - p.mouth_below_mm
+    close = np.flatnonzero(front)[np.argsort(np.hypot(x[front] - mid_x, y[front] - anchor_y))[:4]]
+    spread = np.hypot(x[close] - mid_x, y[close] - anchor_y) + 1e-6
+    anchor = np.array([mid_x, anchor_y, np.sum(z[close] / spread) / np.sum(1.0 / spread)])
+    mouth = soft(p.mouth_radius_mm - graph.distance_from_point(v, anchor))
+
+    upper_core = front & (y > eye_y - p.upper_face_below_eyes_mm) & (np.abs(x - mid_x) < p.upper_face_half_width_mm)
+    forehead_core = front & (y > eye_y + p.forehead_above_eyes_mm) & (np.abs(x - mid_x) < p.forehead_half_width_mm)
+    chin = landmarks.position(v, "chin")
+    # The neck is the wall below the jaw: facing sideways or forwards, not down like the skin under the chin.
+    normals = vertex_normals(v, faces)
+    if np.einsum("ij,ij->i", normals, v - v.mean(axis=0)).mean() < 0:
+        normals = -normals  # winding inward: turn the normals out of the head
+    neck_core = (y < chin[1] - p.neck_below_chin_mm) & (normals[:, 1] > -p.neck_max_down)
+    eyelid = np.zeros(v.shape[0], bool)
+    for eye in eyes:
+        eyelid |= (((x - eye[0]) / p.eyelid_half_width_mm) ** 2 + ((y - eye[1]) / p.eyelid_half_height_mm) ** 2 <= 1.0)
+    eyelid &= front
+    return {
+        "mouth": mouth,
+        "upper_face": soft(graph.signed_distance(upper_core)),
+        "eyelid": eyelid.astype(np.float32),
+        "forehead": soft(graph.signed_distance(forehead_core)),
+        "neck": soft(graph.signed_distance(neck_core)),
+    }
+
+
+def _midline_x(vertices: np.ndarray, faces: np.ndarray, front: np.ndarray) -> float:
+    """x of the face's midline: the area-weighted mean x of the front of the face.
+
+    A single landmark vertex lies up to half an edge off the midline; the mean over the surface does not, so a
+    symmetric face gets symmetric regions whatever its triangulation.
+    """
+    f = np.asarray(faces, np.int64)
+    f = f[front[f].all(axis=1)]
+    a, b, c = vertices[f[:, 0]], vertices[f[:, 1]], vertices[f[:, 2]]
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    return float(np.sum(area * (a[:, 0] + b[:, 0] + c[:, 0]) / 3.0) / max(area.sum(), 1e-12))
