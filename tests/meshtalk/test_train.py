@@ -139,11 +139,31 @@ def test_fine_tune_from_imported_reference_weights(tiny_store, tmp_path):
     assert not torch.equal(tuned.decoder.vertex_bias, reference.decoder.vertex_bias)
 
 
-def test_bf16_autocast_runs_on_cpu(tiny_store, tmp_path):
-    """The CUDA bf16 code path, exercised with CPU autocast."""
-    result = main_entry(settings(tiny_store, tmp_path / "bf16", steps=1, bf16=True, val_every=0),
+def test_bf16_autocast_and_clipping_run_on_cpu(tiny_store, tmp_path):
+    """The CUDA bf16 code path, exercised with CPU autocast, with gradient clipping."""
+    result = main_entry(settings(tiny_store, tmp_path / "bf16", steps=1, bf16=True, grad_clip=0.5, val_every=0),
                         resume=False, progress=False)
     assert math.isfinite(result.losses["loss"])
+
+
+def test_cli_options_config_file_and_assignments(tiny_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from meshtalk.cli import app
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"frames": 8, "batch_size": 2, "model": SMALL, "val_every": 0}))
+    out = tmp_path / "cli"
+    done = CliRunner().invoke(app, ["train", "--store", str(tiny_store), "--stage", "1", "--out", str(out),
+                                    "--steps", "1", "--workers", "0", "--config", str(config),
+                                    "--set", "model.gumbel_noise_scale=0.5", "--set", "lr=3e-4"])
+    assert done.exit_code == 0, done.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["model"] == {**SMALL, "gumbel_noise_scale": 0.5} and saved["config"]["lr"] == 3e-4
+    assert saved["model_config"]["gumbel_noise_scale"] == 0.5 and saved["config"]["frames"] == 8
+    refused = CliRunner().invoke(app, ["train", "--store", str(tiny_store), "--out", str(tmp_path / "x"),
+                                       "--set", "lerning_rate=1"])
+    assert refused.exit_code != 0 and "unknown key 'lerning_rate'" in str(refused.exception)
 
 
 def _store_with_nan(tiny_store: Path, tmp_path: Path) -> Path:
