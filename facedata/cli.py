@@ -171,6 +171,31 @@ def build_masks(
     print_mask_report(result)
 
 
+@app.command()
+def stats(
+    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    report: Annotated[
+        Path | None, typer.Option(help="Folder for report.html, report.json and images/ (created).")
+    ] = None,
+    outlier_ratio: Annotated[
+        float, typer.Option(min=1.0, help="Outlier: jump to both neighbours above this x the median jump.")
+    ] = 8.0,
+    outlier_min_mm: Annotated[float, typer.Option(min=0.0, help="... and above this many mm.")] = 0.5,
+    write_statistics: Annotated[
+        bool, typer.Option(help="Store the training vertex mean and std in arrays.zarr/stats.")
+    ] = True,
+) -> None:
+    """Measure the store (counts, audio, motion, outliers), store the training vertex statistics, write a report."""
+    from facedata.report import print_stats_summary, progress_bar
+    from facedata.stats import StatsOptions, run_stats
+
+    options = StatsOptions(outlier_ratio=outlier_ratio, outlier_min_mm=outlier_min_mm,
+                           write_statistics=write_statistics)
+    with progress_bar("stats", unit="frames") as update:
+        result = run_stats(store, report_dir=report, options=options, progress=update)
+    print_stats_summary(result)
+
+
 def main() -> None:
     try:
         app()

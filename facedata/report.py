@@ -138,3 +138,51 @@ def print_mask_report(result: Any) -> None:
     out.print(f"masks written to {result.written} in {result.seconds:.1f} s")
     if result.previews:
         out.print(f"previews: {result.previews[0].parent}/ ({len(result.previews)} PNG)")
+
+
+def print_stats_summary(run: Any) -> None:
+    """The terminal half of ``facedata stats``: sequences per identity and kind, audio, outliers, statistics."""
+    out = stdout_console()
+    stats = run.stats
+    numbers = stats.to_json()
+    table = Table(title=f"{stats.store}")
+    for column in ("identity", "kind", "sequences", "frames", "hours", "dropped", "with audio", "audio s"):
+        table.add_column(column, justify="left" if column in ("identity", "kind") else "right")
+    for r in numbers["by_identity_kind"]:
+        table.add_row(r["identity"], r["kind"], str(r["sequences"]), str(r["frames"]), f"{r['hours']:.3f}",
+                      str(r["dropped_frames"]), f"{r['with_audio']} ({100 * r['audio_coverage']:.0f} %)",
+                      f"{r['audio_seconds']:.1f}")
+    out.print(table)
+    t = numbers["totals"]
+    out.print(f"{t['sequences']} sequences, {t['frames']} frames ({t['hours']:.3f} h), {t['dropped_frames']} dropped, "
+              f"{t['sequences_with_audio']} with audio ({t['audio_hours']:.3f} h)")
+    audio = Table(title="audio of the sentences")
+    for column in ("measure", "min", "median", "p95", "max"):
+        audio.add_column(column, justify="left" if column == "measure" else "right")
+    for name, summary in [("alignment error (ms)", numbers["alignment_error_ms"]),
+                          ("RMS level (dBFS)", numbers["audio"]["rms_dbfs"]),
+                          ("clipped fraction", numbers["audio"]["clip_fraction"]),
+                          ("silence fraction", numbers["audio"]["silence_fraction"]),
+                          ("mouth-audio lag (frames)", numbers["lip_sync"]["best_lag_frames"])]:
+        if summary.get("count"):
+            audio.add_row(name, *(f"{summary[k]:.4g}" for k in ("min", "median", "p95", "max")))
+    if audio.row_count:
+        out.print(audio)
+    outliers = numbers["outliers"]
+    if outliers["count"]:
+        table = Table(title=f"{outliers['count']} outlier frame(s): {outliers['rule']}")
+        for column in ("identity", "sequence", "frame", "frame number", "off path mm", "ratio"):
+            table.add_column(column, justify="left" if column in ("identity", "sequence") else "right")
+        for r in outliers["frames"][:20]:
+            table.add_row(r["identity"], r["sequence"], str(r["frame"]), str(r["frame_number"]),
+                          f"{r['deviation_mm']:.2f}", f"{r['ratio']:.0f}")
+        out.print(table)
+    else:
+        out.print(f"no outlier frames ({outliers['rule']})")
+    v = numbers["vertex_statistics"]
+    where = "arrays.zarr/stats/vertex_mean, vertex_std" if v["written"] else "not written"
+    out.print(f"vertex statistics over {v['frames']} training frames ({v['training']}): {where}")
+    for note in stats.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    if run.report:
+        out.print(f"report: {run.report['html']} (numbers in {run.report['json'].name})")
