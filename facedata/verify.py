@@ -96,14 +96,20 @@ def _check_schema(name: str, frame: Any, schema: dict[str, Any]) -> list[Problem
     return problems
 
 
-def _open(store: Store, path: str) -> tuple[Any, dict[str, Any]] | Problem:
+def _read_meta(store: Store, path: str) -> dict[str, Any] | Problem:
     meta_path = store.arrays_root / path / "zarr.json"
     try:
-        meta = json.loads(meta_path.read_text())
+        return json.loads(meta_path.read_text())
     except FileNotFoundError:
         return Problem(f"arrays.zarr/{path}", "array missing", expected="present", actual="absent")
     except (OSError, json.JSONDecodeError) as e:
         return Problem(f"arrays.zarr/{path}/zarr.json", f"unreadable array metadata: {e}")
+
+
+def _open(store: Store, path: str) -> tuple[Any, dict[str, Any]] | Problem:
+    meta = _read_meta(store, path)
+    if isinstance(meta, Problem):
+        return meta
     try:
         return memmap_array(store.arrays_root / path), meta
     except Exception as e:  # a damaged chunk is a finding, not a crash
@@ -112,17 +118,24 @@ def _open(store: Store, path: str) -> tuple[Any, dict[str, Any]] | Problem:
 
 def _check_array(store: Store, path: str, shape: tuple[int, ...], dtype: str, *, finite: bool = True,
                  value_range: tuple[float, float] | None = None) -> list[Problem]:
-    opened = _open(store, path)
-    if isinstance(opened, Problem):
-        return [opened]
-    array, meta = opened
+    # The metadata first: a wrong dtype or shape would otherwise surface as a misleading "truncated chunk" when the
+    # data are mapped with it.
+    meta = _read_meta(store, path)
+    if isinstance(meta, Problem):
+        return [meta]
     where = f"arrays.zarr/{path}"
     problems = []
     if tuple(meta["shape"]) != shape:
         problems.append(Problem(where, "shape", expected=str(shape), actual=str(tuple(meta["shape"]))))
     if meta["data_type"] != dtype:
         problems.append(Problem(where, "dtype", expected=dtype, actual=meta["data_type"]))
-    if problems or not (finite or value_range):
+    if problems:
+        return problems
+    opened = _open(store, path)
+    if isinstance(opened, Problem):
+        return [opened]
+    array = opened[0]
+    if not (finite or value_range):
         return problems
     for start, block in _blocks(array):
         if finite and np.issubdtype(block.dtype, np.floating) and not np.isfinite(block).all():
