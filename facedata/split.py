@@ -16,7 +16,6 @@ a directory listing gives. Same store and seed, same splits.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from facedata.errors import StoreError
-from facedata.store import MANIFESTS_DIR, Store, store_lock, write_parquet_atomic
+from facedata.store import MANIFESTS_DIR, Store, store_lock, write_json_atomic, write_parquet_atomic
 
 # Multiface's identities in release order (v1 then v2), the numbering FaceDiffuser's protocol refers to.
 MULTIFACE_IDENTITY_ORDER = (
@@ -105,10 +104,13 @@ def _identity_number(entity: str) -> int | None:
 
 
 def split_store(store_path: str | Path, options: SplitOptions = SplitOptions()) -> Any:
-    """Compute the splits of a store's sentences with audio and write ``manifests/splits.parquet``.
+    """Compute the splits of a store's sentences and write ``manifests/splits.parquet`` (and ``splits.json``).
+
+    Every ``SEN_`` sequence is numbered, with audio or not, so that sentence numbers follow the corpus; readers that
+    need audio (the trainer) skip the members without it.
 
     Raises:
-        StoreError: the store has no sentence with audio, or the options do not fit it.
+        StoreError: the store has no sentence, or the options do not fit it.
     """
     import polars as pl
 
@@ -119,11 +121,11 @@ def split_store(store_path: str | Path, options: SplitOptions = SplitOptions()) 
     splits = make_splits(sentences, options)
     with store_lock(store.root):
         write_parquet_atomic(splits, store.root / MANIFESTS_DIR / "splits.parquet")
-        (store.root / MANIFESTS_DIR / "splits.json").write_text(json.dumps({
+        write_json_atomic(store.root / MANIFESTS_DIR / "splits.json", {
             "seed": options.seed, "holdout_identities": options.holdout_identities,
             "train_fraction": options.train_fraction, "val_fraction": options.val_fraction,
             "multiface_identity_order": list(MULTIFACE_IDENTITY_ORDER),
             "facediffuser": {"train_identities": list(FACEDIFFUSER_TRAIN), "test_identities": list(FACEDIFFUSER_TEST),
                              "train_sentences": [1, 40], "val_sentences": [41, 45], "test_sentences": [46, 50]},
-        }, indent=1) + "\n")
+        })
     return splits
