@@ -2,9 +2,11 @@
 
 ``meshtalk.train.train`` runs a few steps of stage 1 (B = 8 x 32 frames, three decodes per batch) and then of stage 2
 (B = 8 x 64, the frozen encoder under no_grad) from the stage-1 checkpoint, on a store written like
-``bench_loader.py``'s; steps/s come from the per-step times of the run's log after ``--warmup`` steps. Printed beside:
-the reference code's step times measured on this kind of machine (``../shared/spec/measured-here.md``) and, when
-present, the model benchmark (``benchmarks/bench_model.py``), run in the same invocation.
+``bench_loader.py``'s; the step times come from the run's log after ``--warmup`` steps (best and median). Beside
+each: the model benchmark's step (``benchmarks/bench_model.py --train-step``: forward + backward + Adam on a
+synthetic batch, best of 4, in a fresh process) measured in the same invocation, so the ratio is the trainer's
+overhead (loading, logging, the NaN guard), and the reference code's step time measured on this kind of machine
+(``../shared/spec/measured-here.md``, not in this run).
 
     .venv/bin/python benchmarks/bench_train.py [--steps 12] [--warmup 2] [--workers 2]
 """
@@ -12,6 +14,8 @@ present, the model benchmark (``benchmarks/bench_model.py``), run in the same in
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -30,13 +34,24 @@ from bench_loader import write_store  # noqa: E402 (a sibling script)
 REFERENCE_SECONDS_PER_STEP = {1: 1.6, 2: 2.7}
 
 
-def steps_per_second(run: Path, warmup: int) -> tuple[float, float]:
-    """(steps/s, median s/step) from the log's per-step wall times after ``warmup`` steps."""
+def step_seconds(run: Path, warmup: int) -> tuple[float, float]:
+    """(best, median) seconds per step from the log's per-step wall times after ``warmup`` steps."""
     from meshtalk.train import read_log
 
     times = [r["time"] for r in read_log(run, "train")]
     gaps = [b - a for a, b in zip(times[warmup:], times[warmup + 1 :], strict=False)]
-    return len(gaps) / (times[-1] - times[warmup]), statistics.median(gaps)
+    return min(gaps), statistics.median(gaps)
+
+
+def model_step_seconds(stage: int, frames: int) -> float | None:
+    """The model benchmark's best step time (a fresh process), or None without ``bench_model.py``."""
+    script = HERE / "bench_model.py"
+    if not script.exists():
+        return None
+    command = [sys.executable, str(script), "--train-step", str(stage), "--frames", str(frames), "--device", "cpu",
+               "--threads", str(torch.get_num_threads()), "--repeats", "4"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def bench_stage(stage: int, store: Path, out: Path, *, steps: int, workers: int, init_from: Path | None) -> Path:
@@ -60,7 +75,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (the trainer's default)")
     parser.add_argument("--frames", type=int, default=1500, help="frames of the store")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
         store = write_store(work / "store", frames=args.frames)
@@ -68,17 +84,16 @@ def main() -> None:
         stage1 = bench_stage(1, store, work / "stage1", steps=args.steps, workers=args.workers, init_from=None)
         bench_stage(2, store, work / "stage2", steps=args.steps, workers=args.workers, init_from=stage1)
         for stage, frames in ((1, 32), (2, 64)):
-            rate, median = steps_per_second(work / f"stage{stage}", args.warmup)
+            best, median = step_seconds(work / f"stage{stage}", args.warmup)
+            line = (f"  stage {stage} (B = 8 x {frames}): trainer {1 / best:.3f} steps/s (best {best:.2f} s/step, "
+                    f"median {median:.2f})")
+            model = model_step_seconds(stage, frames)
+            if model is not None:
+                line += f"; model benchmark {model:.2f} s/step, ratio trainer / model {best / model:.2f}"
             reference = REFERENCE_SECONDS_PER_STEP[stage]
-            print(f"  stage {stage} (B = 8 x {frames}): {rate:.3f} steps/s, median {median:.2f} s/step; "
-                  f"the reference code: about {reference} s/step (measured-here.md), ratio "
-                  f"{reference / median:.2f}x")
-    model_bench = HERE / "bench_model.py"
-    if model_bench.exists():
-        print("\n## The model benchmark (benchmarks/bench_model.py), same invocation")
-        subprocess.run([sys.executable, str(model_bench)], check=False)
-    else:
-        print("\n(benchmarks/bench_model.py is not there yet: no model figures to print beside)")
+            line += f"; reference code ~{reference} s/step (measured-here.md, another run)"
+            print(line)
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

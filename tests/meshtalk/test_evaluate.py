@@ -92,3 +92,17 @@ def test_cli_prints_the_table_and_writes_the_json(tiny_store, checkpoint, tmp_pa
     saved = json.loads(out.read_text())
     assert saved["settings"]["split"] == "sentence" and saved["settings"]["subset"] == "test"
     assert set(saved["paths"]) == set(PATHS)
+
+
+def test_audio_codes_in_blocks_equal_one_pass(tiny_store, checkpoint):
+    """Long sentences run the audio encoder a block of frames at a time; the codes do not depend on the block."""
+    from meshtalk.checkpoint import load_checkpoint
+    from meshtalk.evaluate import audio_codes
+
+    store = Store(tiny_store)
+    model = load_checkpoint(checkpoint).model
+    seq = read_sequence(store, select_sequences(store, split="sentence", subset="test")[0])
+    whole = audio_codes(model, seq, chunk_frames=seq.n_frames)
+    blocks = audio_codes(model, seq, chunk_frames=7)
+    assert whole.shape == (1, seq.n_frames, 128)
+    torch.testing.assert_close(blocks, whole, rtol=1e-5, atol=1e-5)
