@@ -1,8 +1,9 @@
 """Sampling labels from the context model, frame by frame and head by head.
 
 Two implementations give the same labels for the same noise:
-- ``sample_reference`` runs the whole context model over the last receptive field for every (frame, head), as
-  the reference does: readable, and T x H full passes (about 10 s for 126 frames at H = 16 on 2 CPU threads);
+- ``sample_reference`` runs the whole context model over the last receptive field for every (frame, head), in
+  the reference's order: readable, and T x H full passes (the release takes 9.9 s for 126 frames at H = 16 on
+  2 CPU threads; docs/model.md has this implementation's figures);
 - ``sample_fast`` uses the mask structure. At the current frame, head h of any layer depends only on labels
   < h, so it is final once those are chosen: each (frame, head) step computes just head h's channels of each
   layer from the inputs it may see. The audio terms of all frames are computed at once, the historic terms once
@@ -39,6 +40,8 @@ def draw_sampling_noise(batch: int, frames: int, heads: int, classes: int, *, ge
                         device: torch.device | str | None = None) -> Tensor:
     """Uniform draws for sampling, B x T x H x C: one ``torch.rand(B, C)`` per (frame, head), frame-major."""
     draws = [torch.rand(batch, classes, generator=generator, device=device) for _ in range(frames * heads)]
+    if not draws:
+        return torch.empty(batch, frames, heads, classes, device=device)
     return torch.stack(draws, dim=1).reshape(batch, frames, heads, classes)  # (B, T, H, C)
 
 
@@ -147,7 +150,8 @@ def sample_fast(context: ContextModel, audio_code: Tensor, *, argmax: bool = Fal
                     emb_above[h].add_(emb_columns[h][label])
             for i in range(len(layers)):
                 past[i][t].copy_(inputs[i])
-    labels = torch.stack(labels, dim=1).reshape(B, T, H)  # (B, T, H)
+    # T x H tensors of (B,), frame-major -> (B, T, H)
+    labels = torch.stack(labels, dim=1).reshape(B, T, H) if labels else audio_code.new_zeros(B, T, H).long()
     one_hot = F.one_hot(labels, C).to(audio_code.dtype)  # (B, T, H, C)
     return Sample(labels=labels, one_hot=one_hot)
 
