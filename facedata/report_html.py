@@ -169,7 +169,8 @@ def _jumps(fig: Any, stats: StoreStats) -> None:
 def _mouth_examples(figures: list[Any], n: int) -> list[Any]:
     """Up to n sentences, from different identities first, longest first."""
     ordered = sorted(figures, key=lambda f: (-f.n_frames, f.identity, f.sequence))
-    chosen, seen = [], set()
+    chosen: list[Any] = []
+    seen: set[str] = set()
     for f in ordered:
         if f.identity not in seen and len(chosen) < n:
             chosen.append(f)

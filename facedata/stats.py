@@ -267,7 +267,9 @@ def compute_stats(store_path: str | Path, options: StatsOptions = StatsOptions()
     for row in sequences.iter_rows(named=True):
         arrays = store.open_sequence(row["path"])
         moments = Moments((n_vertices, 3))
-        jumps, off_path, opening = [], [], []
+        jumps: list[np.ndarray] = []
+        distances: list[np.ndarray] = []
+        opening: list[np.ndarray] = []
         n = row["n_frames"]
         for start in range(0, n, options.block_frames):
             stop = min(n, start + options.block_frames)
@@ -279,7 +281,7 @@ def compute_stats(store_path: str | Path, options: StatsOptions = StatsOptions()
             moments.add_block(block)
             first = max(start, 1)
             jumps.append(_rms(extended[first - lo : stop - lo] - extended[first - lo - 1 : stop - lo - 1]))
-            off_path.append(_off_path(extended, lo, start, stop, n))
+            distances.append(_off_path(extended, lo, start, stop, n))
             if lips:
                 lip_gap = block[:, lips[0]].astype(np.float64) - block[:, lips[1]]
                 opening.append(np.linalg.norm(lip_gap, axis=1) - neutral_opening)
@@ -291,7 +293,7 @@ def compute_stats(store_path: str | Path, options: StatsOptions = StatsOptions()
         if (row["identity"], row["sequence"]) in training_keys:
             train.merge(moments.n, moments.mean, moments.m2)
         jump = np.concatenate(jumps)
-        off_path = np.concatenate(off_path)
+        off_path = np.concatenate(distances)
         figure = SequenceFigures(identity=row["identity"], sequence=row["sequence"], kind=row["kind"],
                                  n_frames=row["n_frames"], jump_median_mm=float(np.median(jump)) if jump.size else 0.0,
                                  jump_max_mm=float(jump.max()) if jump.size else 0.0,
@@ -392,11 +394,14 @@ def best_lag(opening: np.ndarray, envelope: np.ndarray) -> tuple[int | None, flo
             return None
         return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
-    scored = {lag: corr(lag) for lag in range(-MAX_LAG_FRAMES, MAX_LAG_FRAMES + 1)}
-    scored = {lag: c for lag, c in scored.items() if c is not None}
+    scored: dict[int, float] = {}
+    for lag in range(-MAX_LAG_FRAMES, MAX_LAG_FRAMES + 1):
+        c = corr(lag)
+        if c is not None:
+            scored[lag] = c
     if not scored:
         return None, None, None
-    lag = max(scored, key=lambda k: scored[k])
+    lag = max(scored, key=scored.__getitem__)
     return lag, scored[lag], scored.get(0)
 
 

@@ -139,6 +139,7 @@ def build_masks(*, store: str | Path | None = None, template: str | Path | None 
         written = root
         preview_dir = Path(out) if out is not None else root / PREVIEW_DIR
     else:
+        assert out is not None  # checked on entry
         written = Path(out)
         write_mask_dir(written, masks, description)
         preview_dir = written

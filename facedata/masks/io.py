@@ -64,7 +64,7 @@ def _read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
     match = re.search(r"element vertex (\d+)", header)
     if not header.startswith("ply") or match is None:
         raise InputError(path, "PLY header", expected="'ply' and 'element vertex N'", actual=header[:40])
-    mesh = o3d.io.read_triangle_mesh(str(path))
+    mesh = o3d.io.read_triangle_mesh(path)
     vertices = np.asarray(mesh.vertices)
     if vertices.shape[0] != int(match.group(1)):
         raise InputError(path, "vertex count read by open3d", expected=f"{match.group(1)} (the header's)",

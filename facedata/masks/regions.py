@@ -10,13 +10,15 @@ near in space but far along the skin (the nose above the lip, the neck under the
 - ``upper_face``: the front of the face above a line ``upper_face_below_eyes_mm`` below the eyes, within
   ``upper_face_half_width_mm`` of the midline (eyes, brows, forehead).
 - ``forehead``: the same above ``forehead_above_eyes_mm`` over the eyes, within ``forehead_half_width_mm``.
-- ``neck``: everything more than ``neck_below_chin_mm`` below the chin.
+- ``neck``: the surface more than ``neck_below_chin_mm`` below the chin that faces sideways or forwards (its
+  outward unit normal's downward component below ``neck_max_downward``), not down like the skin under the chin.
 - ``eyelid``: 0/1, the vertices within an ellipse (``eyelid_half_width_mm`` x ``eyelid_half_height_mm``, in x and
   y) around each eye landmark (the top of the eye's recess, over the upper lid), on the front of the face.
 
-"The front" is the surface less than ``front_depth_mm`` behind the nose tip. The default sizes are for adult faces
-in millimetres; they were set so that the regions match the generated faces' true regions (``facedata synth``,
-docs/synth.md), which follow the areas MeshTalk's masks cover.
+"The front" is the surface less than ``front_depth_mm`` behind the nose tip; the midline is the area-weighted
+mean x of the front, so that a symmetric face gets symmetric regions whatever its triangulation. The default sizes
+are for adult faces in millimetres; they were set so that the regions match the generated faces' true regions
+(``facedata synth``, docs/synth.md), which follow the areas MeshTalk's masks cover.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ MASK_NAMES = ("mouth", "upper_face", "eyelid", "forehead", "neck")
 
 @dataclass(frozen=True)
 class MaskParameters:
-    """Sizes of the regions, in mm (see the module docstring)."""
+    """Sizes of the regions in mm, and one unit-normal component (see the module docstring)."""
 
     mouth_below_mm: float = 16.0
     mouth_radius_mm: float = 58.0
@@ -45,7 +47,7 @@ class MaskParameters:
     forehead_above_eyes_mm: float = 20.0
     forehead_half_width_mm: float = 62.0
     neck_below_chin_mm: float = 27.0
-    neck_max_down: float = 0.3
+    neck_max_downward: float = 0.3
     eyelid_half_width_mm: float = 12.0
     eyelid_half_height_mm: float = 5.0
     front_depth_mm: float = 75.0
@@ -67,7 +69,7 @@ class MaskParameters:
             raise InputError(path, "mask parameters", expected=f"some of {sorted(known)}", actual=unknown)
         for key, value in table.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise InputError(path, f"mask parameter {key}", expected="a positive number (mm)", actual=repr(value))
+                raise InputError(path, f"mask parameter {key}", expected="a positive number", actual=repr(value))
         return cls(**{k: float(v) for k, v in table.items()})
 
 
@@ -77,6 +79,7 @@ def compute_masks(vertices_mm: np.ndarray, faces: np.ndarray, graph: SurfaceGrap
 
     Args:
         vertices_mm: (V, 3) head-local mm.
+        faces: (F, 3) triangles (for normals and the midline).
         graph: the mesh's ``SurfaceGraph``.
         landmarks: its landmarks.
 
@@ -107,9 +110,9 @@ def compute_masks(vertices_mm: np.ndarray, faces: np.ndarray, graph: SurfaceGrap
     chin = landmarks.position(v, "chin")
     # The neck is the wall below the jaw: facing sideways or forwards, not down like the skin under the chin.
     normals = vertex_normals(v, faces)
-    if np.einsum("ij,ij->i", normals, v - v.mean(axis=0)).mean() < 0:
-        normals = -normals  # winding inward: turn the normals out of the head
-    neck_core = (y < chin[1] - p.neck_below_chin_mm) & (normals[:, 1] > -p.neck_max_down)
+    if np.einsum("ij,ij->i", normals, v).mean() < 0:
+        normals = -normals  # inward winding: turn the normals away from the head centre (the origin)
+    neck_core = (y < chin[1] - p.neck_below_chin_mm) & (normals[:, 1] > -p.neck_max_downward)
     eyelid = np.zeros(v.shape[0], bool)
     for eye in eyes:
         eyelid |= (((x - eye[0]) / p.eyelid_half_width_mm) ** 2 + ((y - eye[1]) / p.eyelid_half_height_mm) ** 2 <= 1.0)

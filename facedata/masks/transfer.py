@@ -100,8 +100,8 @@ def transfer_masks(source_vertices_mm: np.ndarray, source_faces: np.ndarray, sou
     aligned = src @ rotation.T + translation
     scene = o3d.t.geometry.RaycastingScene()
     faces = np.asarray(source_faces, np.uint32)
-    scene.add_triangles(o3d.core.Tensor(aligned.astype(np.float32)), o3d.core.Tensor(faces))
-    hit = scene.compute_closest_points(o3d.core.Tensor(tgt.astype(np.float32)))
+    scene.add_triangles(o3d.core.Tensor.from_numpy(aligned.astype(np.float32)), o3d.core.Tensor.from_numpy(faces))
+    hit = scene.compute_closest_points(o3d.core.Tensor.from_numpy(tgt.astype(np.float32)))
     triangle = faces[hit["primitive_ids"].numpy().astype(np.int64)]  # (V_t, 3)
     u, v = hit["primitive_uvs"].numpy().astype(np.float64).T
     bary = np.stack([1.0 - u - v, u, v], axis=1)  # weights of the triangle's corners 0, 1, 2
