@@ -155,7 +155,7 @@ def build_masks(
         typer.Option(help="MESH MASKS: carry the masks of another topology's mesh (MASKS: a mask folder)."),
     ] = None,
     landmarks: Annotated[
-        Path | None, typer.Option(help="TOML with [landmarks] vertex indices and [parameters] sizes in mm.")
+        Path | None, typer.Option(help="TOML spec: a landmarks table (vertex indices), a parameters table (mm).")
     ] = None,
     identity: Annotated[
         str | None, typer.Option(help="Build on this identity's template instead of the mean of all.")
@@ -178,7 +178,7 @@ def stats(
         Path | None, typer.Option(help="Folder for report.html, report.json and images/ (created).")
     ] = None,
     outlier_ratio: Annotated[
-        float, typer.Option(min=1.0, help="Outlier: jump to both neighbours above this x the median jump.")
+        float, typer.Option(min=1.0, help="Outlier: a frame this many median jumps from its 5-frame median.")
     ] = 8.0,
     outlier_min_mm: Annotated[float, typer.Option(min=0.0, help="... and above this many mm.")] = 0.5,
     write_statistics: Annotated[
