@@ -4,6 +4,9 @@ The log-mel parameters are the reference model's (``docs/store-format.md``): 16 
 Hann window of 800 samples zero-padded to 2048, hop 160 (100 frames/s), ``center=True`` with reflect padding,
 power 2, 80 HTK mel bins without area normalisation over 0-8000 Hz, natural log clamped at 1e-10.
 
+torch is imported by the functions that compute features, not by this module, so that reading the constants
+and WAV files stays cheap (torch takes seconds to import).
+
 The store keeps one log-mel of the whole utterance (``utterance_log_mel``); the 101 mel frames that the model
 takes for mesh frame k are ``mel[mel_window_start(k) : mel_window_start(k) + 101]``.
 """
@@ -12,11 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from facedata.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_RATE_HZ = 16_000
 MESH_FPS = 30
@@ -97,6 +103,8 @@ def loudness_gain(samples: np.ndarray, *, path: str | Path = "<audio>") -> float
 
 def hann_window(win_length: int = WIN_LENGTH) -> torch.Tensor:
     """Periodic Hann window, (win_length,) float32."""
+    import torch
+
     return torch.hann_window(win_length, periodic=True, dtype=torch.float32)
 
 
@@ -117,6 +125,8 @@ def mel_filterbank(
     f_max_hz: float = SAMPLE_RATE_HZ / 2,
 ) -> torch.Tensor:
     """Triangular HTK-scale mel filters without area normalisation, (n_fft // 2 + 1, n_mels) float32."""
+    import torch
+
     n_freqs = n_fft // 2 + 1
     freqs = torch.linspace(0, sample_rate_hz // 2, n_freqs)
     mel_points = torch.linspace(float(hz_to_mel_htk(f_min_hz)), float(hz_to_mel_htk(f_max_hz)), n_mels + 2)
@@ -130,6 +140,8 @@ def mel_filterbank(
 
 def mel_power(audio: torch.Tensor, window: torch.Tensor, filterbank: torch.Tensor) -> torch.Tensor:
     """Mel power spectrogram with the reference's STFT settings. (..., N) -> (..., n_mels, frames)."""
+    import torch
+
     shape = audio.shape
     flat = audio.reshape(-1, shape[-1])
     spec = torch.stft(
@@ -151,6 +163,8 @@ def mel_power(audio: torch.Tensor, window: torch.Tensor, filterbank: torch.Tenso
 
 def log_mel(audio: torch.Tensor, window: torch.Tensor, filterbank: torch.Tensor) -> torch.Tensor:
     """Natural-log mel spectrogram clamped at 1e-10. (..., N) -> (..., n_mels, frames)."""
+    import torch
+
     return torch.log(torch.clamp(mel_power(audio, window, filterbank), min=LOG_FLOOR))
 
 
@@ -159,6 +173,8 @@ def utterance_log_mel(audio_16k: np.ndarray) -> np.ndarray:
 
     Stored frame m is centred on original sample ``160 * m - 8000``; M = 1 + (N + 16000) // 160.
     """
+    import torch
+
     # Computed in float64: quiet bins (log power below -10) lose 1e-3 to float32 rounding of the FFT, and the
     # stored features are computed once.
     padded = np.pad(audio_16k.astype(np.float64), MEL_PAD_SAMPLES)

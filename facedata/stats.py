@@ -9,7 +9,7 @@ would cancel). From the pass:
   sequence (mm);
 - ``arrays.zarr/stats/vertex_mean`` and ``vertex_std`` (V, 3) float32 mm over the training frames: the
   ``sentence`` split's ``train`` subset when splits exist, else every sentence; sentences with audio only, as the
-  trainer reads (population std, ddof 0, not floored);
+  trainer reads (population std, ddof 0, floored at ``STD_FLOOR_MM`` = 0.1 mm);
 - frame jumps: the RMS over vertices of the displacement between consecutive frames; their median is the
   sequence's typical motion. A frame is an outlier (a tracking failure) when its distance from the running median
   of the five frames centred on it (per coordinate; RMS over vertices; fewer frames at a sequence's ends) exceeds
@@ -35,14 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from facedata.audio import MESH_FPS, SAMPLE_RATE_HZ
 from facedata.errors import StoreError
 from facedata.store import MANIFESTS_DIR, Store
 
 STATS_FORMAT_VERSION = 1
-# The store's rates (docs/store-format.md), written out rather than imported from facedata.audio, which loads torch
-# (two seconds) for its feature code that statistics never use.
-MESH_FPS = 30
-SAMPLE_RATE_HZ = 16_000
+# A vertex that never moves in the training frames would have std 0 and the model divides by the std: the stored
+# std is floored here (and the floor recorded), so every reader normalises the same way.
+STD_FLOOR_MM = 0.1
 MAX_LAG_FRAMES = 6
 HALF_WINDOW = 2  # outliers: a frame is compared with the median of the 5 frames centred on it
 
@@ -441,13 +441,15 @@ def write_vertex_statistics(store_root: Path, mean: np.ndarray, std: np.ndarray,
     ``info`` and the format version in ``attrs["facedata"]``."""
     from facedata.store import create_array, stage_group, store_lock
 
+    std = np.asarray(std, np.float32)
     attributes = {"facedata": {"version": STATS_FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                               "unit": "mm", "std": "population (ddof 0), not floored", **info}}
+                               "unit": "mm", "std": "population (ddof 0)", "std_floor_mm": STD_FLOOR_MM,
+                               "std_values_floored": int((std < STD_FLOOR_MM).sum()), **info}}
     with store_lock(store_root):
         staged = stage_group(store_root, "stats", attributes)
         try:
             create_array(staged.group, "vertex_mean", np.asarray(mean, np.float32))
-            create_array(staged.group, "vertex_std", np.asarray(std, np.float32))
+            create_array(staged.group, "vertex_std", np.maximum(std, np.float32(STD_FLOOR_MM)))
             staged.commit()
         finally:
             staged.discard()

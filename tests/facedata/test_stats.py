@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from facedata.cli import app
 from facedata.ingest import IngestOptions, ingest
 from facedata.split import split_store
-from facedata.stats import StatsOptions, compute_stats, run_stats
+from facedata.stats import STD_FLOOR_MM, StatsOptions, compute_stats, run_stats
 from facedata.store import Store
 from facedata.synth import write_raw_tree
 
@@ -39,7 +39,7 @@ def copy(store, tmp_path) -> Path:
 
 def _direct_statistics(store: Store, rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     frames = np.concatenate([np.asarray(store.open_sequence(p).vertices, np.float64) for p in rows["path"]])
-    return frames.mean(axis=0), frames.std(axis=0)
+    return frames.mean(axis=0), np.maximum(frames.std(axis=0), STD_FLOOR_MM)
 
 
 def test_stored_statistics_are_the_training_frames_mean_and_std(copy):
