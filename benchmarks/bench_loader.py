@@ -189,6 +189,28 @@ def bench_reads(store_root: Path, work: Path, *, seconds: float) -> None:
     print(f"  ratio ours batch / memmap item:        {batch_rate / memmap_item_rate:.2f}x (what training reads)")
     print(f"  ratio ours vertices / zarr-python:     {vertex_rate / zarr_rate:.1f}x (target >= 10x)")
     print(f"  ratio ours item / zarr-python vertices: {item_rate / zarr_rate:.1f}x")
+    resident_growth(dataset, flat, offsets, starts)
+
+
+def resident_growth(dataset, flat: Path, offsets: np.ndarray, starts: list[tuple[int, int]]) -> None:
+    """Resident memory added by reading the same windows once through each reader (fresh maps)."""
+    import psutil
+
+    from meshtalk.data import read_rows
+
+    process = psutil.Process()
+    print(f"\n## Resident memory after reading {len(starts)} random windows once (fresh maps)")
+    mapped = np.load(flat, mmap_mode="r")
+    before = process.memory_info().rss
+    for e, s in starts:
+        np.array(mapped[offsets[e] + s : offsets[e] + s + WINDOW])
+    print(f"  plain np.memmap (peer):                 +{(process.memory_info().rss - before) / 2**20:7.0f} MB")
+    del mapped
+    arrays = {e: dataset.store.open_sequence(dataset.entries[e].path).vertices for e in {e for e, _ in starts}}
+    before = process.memory_info().rss
+    for e, s in starts:
+        read_rows(arrays[e], s, s + WINDOW)
+    print(f"  ours (read_rows, pages released):       +{(process.memory_info().rss - before) / 2**20:7.0f} MB")
 
 
 RSS_SCRIPT = """

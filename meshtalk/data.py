@@ -224,11 +224,10 @@ class WindowDataset(Dataset):
         shared = torch.utils.data.get_worker_info() is not None
 
         def empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-            if not shared:
-                return torch.empty(shape, dtype=dtype)
-            # Allocated in shared memory directly, as torch's default collate does (share_memory_() would copy).
-            storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-            return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+            if shared:  # in shared memory directly, as torch's default collate does (share_memory_() would copy)
+                storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+                return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+            return _batch_tensor(shape, dtype)
 
         batch = {"vertices": empty(B, frames, V, 3), "mel": empty(B, frames, N_MELS, MEL_FRAMES_PER_WINDOW),
                  "template": empty(B, V, 3), "identity": empty(B, dtype=torch.int64),
@@ -247,6 +246,30 @@ class WindowDataset(Dataset):
         if identity not in self._templates:
             self._templates[identity] = self.store.template(identity)
         return self._templates[identity]
+
+
+# glibc serves allocations below 32 MB from memory freed before (once one was freed); above, every one is a fresh
+# mapping whose pages are faulted in 4 KB at a time.
+HUGE_PAGE_MIN_BYTES = 32 << 20
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; one of 32 MB or more in its own anonymous mapping with transparent huge pages.
+
+    Such a batch is fresh memory at every step, and paging it in 4 KB at a time cost more than copying the windows
+    into it (measured: 38-80 ms against 14-20 ms with huge pages for a 64-frame batch of 8 at V = 6172). The
+    mapping is returned to the system when the tensor is freed.
+    """
+    nbytes = math.prod(shape) * dtype.itemsize
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if nbytes < HUGE_PAGE_MIN_BYTES or advice is None:
+        return torch.empty(shape, dtype=dtype)
+    region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        region.madvise(advice)
+    except OSError:
+        pass  # advisory only (THP disabled): plain pages
+    return torch.frombuffer(region, dtype=dtype).view(shape)
 
 
 def keep_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
