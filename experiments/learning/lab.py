@@ -121,6 +121,10 @@ class Recipe:
 RECIPES: dict[str, dict[str, Any]] = {
     "reference": {},
     "reference-lr1e-3": {"lr1": 1e-3, "lr2": 1e-3},
+    "proposed": {"audio_pretrain_steps": 250, "freeze_audio": True, "lr1": 1e-3, "lr2": 1e-3,
+                 "decoder_weight_decay": 0.0, "entropy_bonus": 0.1, "confidence_weight": 0.1,
+                 "context_mask": "first-strict", "steps1": 2000, "max_minutes1": 33.0, "steps2": 1000,
+                 "max_minutes2": 15.0},
     "candidate": {"audio_pretrain_steps": 250, "freeze_audio": True, "lr1": 1e-3, "lr2": 1e-3,
                   "decoder_weight_decay": 0.0, "entropy_bonus": 0.1, "confidence_weight": 0.1,
                   "context_mask": "first-strict"},
@@ -234,13 +238,14 @@ def mouth_components(corpus: Corpus, k: int) -> tuple[Tensor, Tensor, Tensor, Te
 
 def pretrain_audio(model: MeshTalk, corpus: Corpus, recipe: Recipe, log) -> dict[str, float]:
     """Regress mouth principal components from the audio code (a linear head, dropped afterwards)."""
+    start = time.perf_counter()  # the principal components are part of the option's cost
     idx, comps, coef_mean, coef_std = mouth_components(corpus, recipe.audio_pretrain_components)
+    pca_seconds = time.perf_counter() - start
     head = nn.Linear(model.config.audio_dim, comps.shape[0])
     encoder = model.encoder.audio
     encoder.train()
     params = list(encoder.parameters()) + list(head.parameters())
     optimiser = torch.optim.Adam(params, lr=recipe.audio_pretrain_lr)
-    start = time.perf_counter()
     for step, batch in enumerate(batches(corpus, recipe.audio_pretrain_frames, recipe.audio_pretrain_batch,
                                          recipe.seed + 101), 1):
         B, T = batch["vertices"].shape[:2]
@@ -258,7 +263,7 @@ def pretrain_audio(model: MeshTalk, corpus: Corpus, recipe: Recipe, log) -> dict
                  "seconds": time.perf_counter() - start})
         if step >= recipe.audio_pretrain_steps:
             break
-    return {"seconds": time.perf_counter() - start, "loss": float(loss)}
+    return {"seconds": time.perf_counter() - start, "pca_seconds": pca_seconds, "loss": float(loss.detach())}
 
 
 # --- monitors ------------------------------------------------------------------------------------------------------
@@ -382,7 +387,7 @@ def train_stage1(model: MeshTalk, corpus: Corpus, recipe: Recipe, cache: AudioCa
     model.train()
     if cache is not None:
         model.encoder.audio.eval()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     step = 0
     for step, batch in enumerate(batches(corpus, recipe.frames1, recipe.batch, recipe.seed), 1):
         frozen = step <= recipe.encoder_freeze_steps
@@ -400,6 +405,8 @@ def train_stage1(model: MeshTalk, corpus: Corpus, recipe: Recipe, cache: AudioCa
             loss = loss - recipe.entropy_bonus * entropy + recipe.confidence_weight * frame_entropy
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = math.sqrt(sum(float(p.grad.square().sum()) for p in model.encoder.fusion.parameters()
+                                  if p.grad is not None))
         optimiser.step()
         elapsed = time.perf_counter() - start
         last = step >= recipe.steps1 or (recipe.max_minutes1 and elapsed > 60 * recipe.max_minutes1)
@@ -411,11 +418,13 @@ def train_stage1(model: MeshTalk, corpus: Corpus, recipe: Recipe, cache: AudioCa
                  "crossing_mouth": float(result.outputs["crossing_mouth"]),
                  "crossing_upper": float(result.outputs["crossing_upper"]), "batch_entropy": float(entropy),
                  "frame_entropy": float(frame_entropy),
+                 "fusion_grad_norm": grad_norm,
+                 "code_input_weight_norm": float(model.decoder.code_fusion.weight.norm()),
                  **monitors})
         if last:
             break
     hook.remove()
-    return {"steps": step, "seconds": time.perf_counter() - start}
+    return {"steps": step, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
 
 
 def train_stage2(model: MeshTalk, corpus: Corpus, recipe: Recipe, cache: AudioCache | None, log) -> dict[str, Any]:
@@ -423,7 +432,7 @@ def train_stage2(model: MeshTalk, corpus: Corpus, recipe: Recipe, cache: AudioCa
     model.context.train()
     optimiser = torch.optim.Adam(model.context.parameters(), lr=recipe.lr2)
     generator = torch.Generator().manual_seed(recipe.seed + 8)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     step = 0
     for step, batch in enumerate(batches(corpus, recipe.frames2, recipe.batch, recipe.seed + 1), 1):
         codes = cache.window(batch, recipe.frames2) if cache is not None else None
@@ -440,7 +449,7 @@ def train_stage2(model: MeshTalk, corpus: Corpus, recipe: Recipe, cache: AudioCa
             log({"stage": 2, "step": step, "seconds": elapsed, "loss": float(result.total), **monitors})
         if last:
             break
-    return {"steps": step, "seconds": time.perf_counter() - start}
+    return {"steps": step, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
 
 
 # --- one run ------------------------------------------------------------------------------------------------------
@@ -462,23 +471,43 @@ class RunLog:
                        for k in keys if k in record), flush=True)
 
 
-def train(recipe: Recipe, corpus: Corpus, out: Path) -> tuple[MeshTalk, dict[str, Any]]:
-    """Audio pre-training (optional), stage 1, stage 2; returns the model and the timings."""
-    torch.set_num_threads(2)
+def train(recipe: Recipe, corpus: Corpus, out: Path, *, stage1_from: Path | None = None
+          ) -> tuple[MeshTalk, dict[str, Any]]:
+    """Audio pre-training (optional), stage 1, stage 2; returns the model and the timings.
+
+    With ``stage1_from`` (a run directory), the encoder and decoder are that run's and only stage 2 is trained
+    (a fresh context model of this recipe's config), for ablations of stage 2 alone.
+    """
     out.mkdir(parents=True, exist_ok=True)
     (out / "log.jsonl").unlink(missing_ok=True)
     log = RunLog(out / "log.jsonl")
     (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=1))
     model = build_model(recipe, corpus)
     timings: dict[str, Any] = {}
-    if recipe.audio_pretrain_steps:
+    if stage1_from is not None:
+        name = "stage1.pt" if (stage1_from / "stage1.pt").exists() else "model.pt"
+        saved = torch.load(stage1_from / name, weights_only=True)
+        model.load_state_dict({k: v for k, v in saved["model"].items() if not k.startswith("context.")},
+                              strict=False)
+        timings["stage1_from"] = str(stage1_from)
+        previous = saved.get("timings") or json.loads((stage1_from / "result.json").read_text())["timings"]
+        for key in ("audio_pretrain", "audio_cache_seconds", "stage1"):
+            if key in previous:
+                timings[key] = previous[key]
+        if recipe.audio_pretrain_steps and not recipe.freeze_audio:
+            raise SystemExit("stage1_from needs freeze_audio or no audio pre-training")
+    elif recipe.audio_pretrain_steps:
         timings["audio_pretrain"] = pretrain_audio(model, corpus, recipe, log)
     cache = None
     if recipe.freeze_audio:
         t = time.perf_counter()
         cache = AudioCache(model, corpus)
-        timings["audio_cache_seconds"] = time.perf_counter() - t
-    timings["stage1"] = train_stage1(model, corpus, recipe, cache, log)
+        if stage1_from is None:
+            timings["audio_cache_seconds"] = time.perf_counter() - t
+    if stage1_from is None:
+        timings["stage1"] = train_stage1(model, corpus, recipe, cache, log)
+        torch.save({"recipe": dataclasses.asdict(recipe), "config": model.config.to_dict(),
+                    "model": model.state_dict(), "timings": timings}, out / "stage1.pt")
     timings["stage2"] = train_stage2(model, corpus, recipe, cache, log)
     timings["total_seconds"] = (timings.get("audio_pretrain", {}).get("seconds", 0) + timings.get(
         "audio_cache_seconds", 0) + timings["stage1"]["seconds"] + timings["stage2"]["seconds"])
