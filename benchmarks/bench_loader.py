@@ -110,9 +110,9 @@ def windows_per_second(read, starts: list[tuple[int, int]], *, seconds: float) -
 def bench_reads(store_root: Path, work: Path, *, seconds: float) -> None:
     import zarr
 
-    from facedata.audio import mel_window_range
+    from facedata.audio import mel_window_range, mel_windows_from_block
     from facedata.store import ARRAYS_DIR, Store
-    from meshtalk.data import WindowDataset, WindowSampler, gather_mel_windows, keep_batch, read_rows, select_sequences
+    from meshtalk.data import WindowDataset, WindowSampler, keep_batch, read_rows, select_sequences
 
     store = Store(store_root)
     entries = select_sequences(store)
@@ -142,7 +142,7 @@ def bench_reads(store_root: Path, work: Path, *, seconds: float) -> None:
     def memmap_item(e: int, s: int) -> None:
         np.array(mapped[offsets[e] + s : offsets[e] + s + WINDOW])
         lo, hi = mel_window_range(s, WINDOW)
-        gather_mel_windows(np.array(mels[e][lo:hi]), lo, s, WINDOW)
+        mel_windows_from_block(np.array(mels[e][lo:hi]), lo, s, WINDOW)
 
     memmap_item_rate = windows_per_second(memmap_item, starts, seconds=seconds)
     arrays: dict[int, object] = {}

@@ -206,11 +206,21 @@ def mel_window_range(first_frame: int, n_frames: int) -> tuple[int, int]:
     return start, int(mel_window_start(first_frame + n_frames - 1)) + MEL_FRAMES_PER_WINDOW
 
 
-def mel_windows_from_block(block: np.ndarray, block_start: int, first_frame: int, n_frames: int) -> np.ndarray:
-    """(n_frames, 80, 101) windows of mesh frames first_frame.. from ``block`` = stored mel[block_start:...]."""
+def mel_windows_from_block(block: np.ndarray, block_start: int, first_frame: int, n_frames: int, *,
+                           out: np.ndarray | None = None) -> np.ndarray:
+    """(n_frames, 80, 101) windows of mesh frames first_frame.. from ``block`` = stored mel[block_start:...].
+
+    Each window is copied out of a sliding-window view of the transposed block (fancy indexing of the (M, 80)
+    block is about 30x slower and dominated a training window's read), into ``out`` when given.
+    """
     offsets = mel_window_start(np.arange(first_frame, first_frame + n_frames)) - block_start  # (n_frames,)
-    index = offsets[:, None] + np.arange(MEL_FRAMES_PER_WINDOW)[None, :]  # (n_frames, 101)
-    return np.ascontiguousarray(block[index].transpose(0, 2, 1))  # (n_frames, 80, 101)
+    by_bin = np.ascontiguousarray(np.asarray(block).T)  # (80, M)
+    windows = np.lib.stride_tricks.sliding_window_view(by_bin, MEL_FRAMES_PER_WINDOW, axis=1)  # (80, M - 100, 101)
+    if out is None:
+        out = np.empty((n_frames, by_bin.shape[0], MEL_FRAMES_PER_WINDOW), dtype=by_bin.dtype)
+    for k, offset in enumerate(offsets):
+        out[k] = windows[:, offset]  # (80, 101)
+    return out
 
 
 def mel_windows(mel: np.ndarray, first_frame: int, n_frames: int) -> np.ndarray:

@@ -24,29 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from facedata.audio import MEL_FRAMES_PER_WINDOW, N_MELS, mel_window_range, mel_window_start
+from facedata.audio import MEL_FRAMES_PER_WINDOW, N_MELS, mel_window_range, mel_windows_from_block
 from facedata.errors import StoreError
 from facedata.store import ShardedArray, Store
 
 PAGE = mmap.PAGESIZE
-
-
-def gather_mel_windows(block: np.ndarray, block_start: int, first_frame: int, n_frames: int, *,
-                       out: np.ndarray | None = None) -> np.ndarray:
-    """(n_frames, 80, 101) log-mel windows of mesh frames first_frame.. from ``block`` = stored mel[block_start:].
-
-    The values of ``facedata.audio.mel_windows_from_block``, copied out of a sliding-window view of the transposed
-    block (about 30x faster than fancy indexing of the (M, 80) block, which dominated a window's read), into
-    ``out`` when given.
-    """
-    offsets = mel_window_start(np.arange(first_frame, first_frame + n_frames)) - block_start  # (n_frames,)
-    by_bin = np.ascontiguousarray(np.asarray(block).T)  # (80, M)
-    windows = np.lib.stride_tricks.sliding_window_view(by_bin, MEL_FRAMES_PER_WINDOW, axis=1)  # (80, M - 100, 101)
-    if out is None:
-        out = np.empty((n_frames, by_bin.shape[0], MEL_FRAMES_PER_WINDOW), dtype=by_bin.dtype)
-    for k, offset in enumerate(offsets):
-        out[k] = windows[:, offset]  # (80, 101)
-    return out
 
 
 @dataclass(frozen=True)
@@ -236,7 +218,7 @@ class WindowDataset(Dataset):
             e = self.entries[entry_index]
             read_rows(arrays.get(f"{e.path}/vertices"), start, start + frames, out=batch["vertices"][b].numpy())
             lo, hi = mel_window_range(start, frames)
-            gather_mel_windows(read_rows(arrays.get(f"{e.path}/mel"), lo, hi), lo, start, frames,
+            mel_windows_from_block(read_rows(arrays.get(f"{e.path}/mel"), lo, hi), lo, start, frames,
                                out=batch["mel"][b].numpy())  # (T, 80, 101)
             batch["template"][b] = torch.from_numpy(self._template(e.identity))
             batch["identity"][b], batch["sequence"][b], batch["start"][b] = e.identity_index, entry_index, start
@@ -366,7 +348,7 @@ class SequenceData:
     def mel_windows(self, first: int, count: int) -> np.ndarray:
         """(count, 80, 101) log-mel windows of mesh frames first .. first + count - 1."""
         lo, hi = mel_window_range(first, count)
-        return gather_mel_windows(self.mel[lo:hi], lo, first, count)
+        return mel_windows_from_block(self.mel[lo:hi], lo, first, count)
 
 
 def read_sequence(store: Store, entry: SequenceEntry) -> SequenceData:
