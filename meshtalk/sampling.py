@@ -74,8 +74,14 @@ def sample_reference(context: ContextModel, audio_code: Tensor, *, argmax: bool 
 
 
 def sample_fast(context: ContextModel, audio_code: Tensor, *, argmax: bool = False, noise: Tensor | None = None,
-                generator: torch.Generator | None = None, noise_scale: float = 1.0) -> Sample:
+                generator: torch.Generator | None = None, noise_scale: float = 1.0,
+                prefix: Tensor | None = None) -> Sample:
     """The labels of ``sample_reference`` (same arguments) at a fraction of the cost.
+
+    ``prefix`` (B x P x H labels, P <= T) gives the labels of the first P frames instead of sampling them (their
+    noise, drawn or given, is not used): with the last ``context.receptive_field`` labels of a sequence and their
+    audio codes in front, the next frames are sampled as if the whole sequence had been sampled at once, so that
+    long audio can be sampled in chunks.
 
     At the current frame, head h of every layer depends only on labels < h, so each (frame, head) step computes
     head h's channels of each layer from the current-frame inputs it may see (a row block of the masked weight,
@@ -87,10 +93,15 @@ def sample_fast(context: ContextModel, audio_code: Tensor, *, argmax: bool = Fal
       of the heads above it.
 
     Raises:
-        InputError: ``noise`` of the wrong shape.
+        InputError: ``noise`` or ``prefix`` of the wrong shape.
     """
     B, T, _ = audio_code.shape
     H, C = context.heads, context.classes
+    given = 0 if prefix is None else prefix.shape[1]
+    if prefix is not None and (prefix.dim() != 3 or prefix.shape[0] != B or prefix.shape[2] != H or given > T):
+        raise InputError("prefix", "wrong shape", expected=f"({B}, <= {T}, {H})", actual=tuple(prefix.shape))
+    if prefix is not None:
+        prefix = prefix.to(device=audio_code.device, dtype=torch.long)
     gumbel = _gumbel(audio_code, H, C, argmax=argmax, noise=noise, generator=generator, noise_scale=noise_scale)
     if gumbel is not None:
         gumbel = gumbel.permute(1, 2, 0, 3).contiguous()  # (T, H, B, C): gumbel[t, h] is contiguous
@@ -141,10 +152,13 @@ def sample_fast(context: ContextModel, audio_code: Tensor, *, argmax: bool = Fal
                 out, x, weight = logit_steps[h]
                 if x.shape[1]:
                     out.addmm_(x, weight)
-                scores = F.log_softmax(out, dim=-1)  # (B, C)
-                if gumbel is not None:
-                    scores = scores + gumbel[t, h]
-                label = scores.argmax(dim=-1)  # (B,)
+                if t < given:
+                    label = prefix[:, t, h]  # type: ignore[index]
+                else:
+                    scores = F.log_softmax(out, dim=-1)  # (B, C)
+                    if gumbel is not None:
+                        scores = scores + gumbel[t, h]
+                    label = scores.argmax(dim=-1)  # (B,)
                 labels.append(label)
                 if h + 1 < H:
                     emb_above[h].add_(emb_columns[h][label])
