@@ -127,6 +127,116 @@ def evaluate(
     typer.echo(f"wrote {path}")
 
 
+@app.command()
+def animate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint (meshtalk train, import-reference).")],
+    audio: Annotated[Path, typer.Option("--audio", help="Speech, a WAV of any rate, depth, channels and length.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory: animation.npz, animation.mp4, obj/.")],
+    template: Annotated[Path | None, typer.Option("--template", help="Face mesh to animate, OBJ or PLY, mm.")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="Store of the template (with --identity) and of "
+                                               "the smoothing masks.")] = None,
+    identity: Annotated[str | None, typer.Option("--identity", help="Identity of --store whose template to use.")
+                        ] = None,
+    masks: Annotated[Path | None, typer.Option("--masks", help="Folder of forehead/neck mask files for the "
+                                               "smoothing (default: the store's masks).")] = None,
+    smoothing: Annotated[bool, typer.Option("--smoothing/--no-smoothing", help="The reference's temporal smoothing "
+                                            "of the forehead, then the neck.")] = True,
+    samples: Annotated[int | None, typer.Option("--samples", min=1, help="N animations of the same audio: npz "
+                                                "vertices (N, T, V, 3), videos side by side.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
+    argmax: Annotated[bool, typer.Option("--argmax", help="The most likely label at every step (no sampling).")
+                      ] = False,
+    segment_seconds: Annotated[float, typer.Option(help="Sample segments of this length side by side, each warmed "
+                                                   "up on the 20 frames before it; 0: one chain (exact, slower).")
+                               ] = 4.0,
+    obj: Annotated[bool, typer.Option("--obj", help="Also write one OBJ per frame (Blender, MeshLab).")] = False,
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Write animation.mp4 (H.264 + AAC).")] = True,
+    width: Annotated[int, typer.Option(help="Video width per face, pixels.")] = 640,
+    height: Annotated[int, typer.Option(help="Video height, pixels.")] = 480,
+    yaw: Annotated[float, typer.Option(help="Camera yaw, degrees (0: front, 90: from the face's left).")] = 0.0,
+    pitch: Annotated[float, typer.Option(help="Camera pitch, degrees (positive looks down).")] = 0.0,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads; one was faster on 2 busy cores.")] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print each stage's time and the real-time "
+                                          "factor.")] = False,
+) -> None:
+    """Animate a face with speech: meshes (npz, OBJ) and an MP4 with the audio (docs/animation.md)."""
+    from meshtalk.animate import COMPUTE_STAGES, VideoOptions, animate_file
+
+    result = animate_file(
+        checkpoint, audio, out, template=template, store=store, identity=identity, masks_dir=masks,
+        smoothing=smoothing, samples=samples, seed=seed, argmax=argmax,
+        segment_frames=round(segment_seconds * 30) if segment_seconds > 0 else None, obj=obj,
+        video=VideoOptions(width_px=width, height_px=height, yaw_deg=yaw, pitch_deg=pitch) if video else None,
+        threads=threads, progress=typer.echo if verbose else None)
+    if verbose:
+        for stage, seconds in result.times.items():
+            tag = "" if stage in COMPUTE_STAGES else "  (output)"
+            typer.echo(f"  {stage:<12} {seconds:8.3f} s{tag}")
+        typer.echo(f"audio to meshes: {result.audio_seconds:.2f} s of speech in {result.compute_seconds:.2f} s, "
+                   f"{result.realtime_factor:.1f}x real time; peak memory {result.peak_rss_mb:.0f} MB")
+    typer.echo(f"wrote {result.npz} ({result.n_frames} frames)")
+    if result.obj_dir is not None:
+        typer.echo(f"wrote {result.obj_dir}/")
+    if result.video is not None:
+        typer.echo(f"wrote {result.video}")
+
+
+@app.command()
+def render(
+    out: Annotated[Path, typer.Option("--out", help="MP4 to write.")],
+    store: Annotated[Path | None, typer.Option("--store", help="Store of the sequence.")] = None,
+    identity: Annotated[str | None, typer.Option("--identity", help="Identity of the sequence.")] = None,
+    sequence: Annotated[str | None, typer.Option("--sequence", help="Stored sequence to render.")] = None,
+    npz: Annotated[Path | None, typer.Option("--npz", help="An animation file of meshtalk animate (alone: render "
+                                             "it; with --compare: the prediction).")] = None,
+    audio: Annotated[Path | None, typer.Option("--audio", help="Audio of --npz (default: the WAV it was made "
+                                               "from).")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Evaluation view of the stored sequence: ground truth "
+                                          "| prediction | error heat map.")] = False,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="With --compare: predict with this "
+                                                    "checkpoint.")] = None,
+    prediction: Annotated[str, typer.Option(help="With --checkpoint: audio (audio only, sampled) or "
+                                            "reconstruction (through the encoder).")] = "audio",
+    sample: Annotated[int, typer.Option(help="With --npz of several samples: which one (0-based).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the audio-only prediction.")] = 0,
+    argmax: Annotated[bool, typer.Option("--argmax", help="Audio-only prediction without sampling.")] = False,
+    smoothing: Annotated[bool, typer.Option("--smoothing/--no-smoothing", help="Smooth the audio-only "
+                                            "prediction as the reference does.")] = True,
+    max_error_mm: Annotated[float, typer.Option(help="Top of the error colour scale, mm.")] = 5.0,
+    width: Annotated[int | None, typer.Option(help="Width per face, pixels (640; comparison panels 400).")] = None,
+    height: Annotated[int, typer.Option(help="Height, pixels.")] = 480,
+    yaw: Annotated[float, typer.Option(help="Camera yaw, degrees (0: front, 90: from the face's left).")] = 0.0,
+    pitch: Annotated[float, typer.Option(help="Camera pitch, degrees (positive looks down).")] = 0.0,
+    supersample: Annotated[int, typer.Option(min=1, max=4, help="Anti-aliasing factor (slower).")] = 1,
+) -> None:
+    """Render a stored sequence or an animation to MP4 with its audio, or the evaluation view."""
+    from facedata.errors import InputError
+    from meshtalk.animate import VideoOptions
+    from meshtalk.render import render_comparison, render_sequence, write_animation_video
+
+    stored = (store, identity, sequence)
+    if compare:
+        if any(v is None for v in stored):
+            raise InputError("--compare", "no stored sentence", expected="--store, --identity and --sequence",
+                             actual="missing")
+        path = render_comparison(store, identity, sequence, out, checkpoint=checkpoint, npz=npz,  # type: ignore
+                                 sample=sample, prediction=prediction, seed=seed, argmax=argmax, smoothing=smoothing,
+                                 max_error_mm=max_error_mm, panel_width_px=width or 400, panel_height_px=height,
+                                 yaw_deg=yaw, pitch_deg=pitch, supersample=supersample)
+    else:
+        options = VideoOptions(width_px=width or 640, height_px=height, yaw_deg=yaw, pitch_deg=pitch,
+                               supersample=supersample)
+        if npz is not None and all(v is None for v in stored):
+            path = write_animation_video(out, npz, audio=audio, options=options)
+        elif npz is None and all(v is not None for v in stored):
+            path = render_sequence(store, identity, sequence, out, options=options)  # type: ignore[arg-type]
+        else:
+            raise InputError("render", "what to render",
+                             expected="--store S --identity ID --sequence SEQ, or --npz FILE (and --compare for "
+                                      "the evaluation view)", actual="both or neither")
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     from facedata.errors import FacedataError
 
