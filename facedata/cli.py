@@ -72,6 +72,9 @@ def ingest(
         float, typer.Option(help="Reject audio whose length differs from its frames' by more than this.")
     ] = 200.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done; write nothing.")] = False,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address (tcp://host:8786): run the sequences on that cluster.")
+    ] = None,
 ) -> None:
     """Ingest a raw Multiface tree into a sharded Zarr v3 store with Parquet manifests (resumable)."""
     from facedata.ingest import IngestOptions
@@ -80,7 +83,7 @@ def ingest(
 
     options = IngestOptions(vertices=vertices, keep=keep, topology=topology, workers=workers,
                             shard_frames=shard_frames, max_audio_mismatch_ms=max_audio_mismatch_ms,
-                            dry_run=dry_run)
+                            dry_run=dry_run, scheduler=scheduler)
     with progress_bar("ingest", unit="frames") as update:
         report = run_ingest(raw, store, options, progress=update)
     print_ingest_report(report)
@@ -184,13 +187,16 @@ def stats(
     write_statistics: Annotated[
         bool, typer.Option(help="Store the training vertex mean and std in arrays.zarr/stats.")
     ] = True,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address (tcp://host:8786): measure the sequences there.")
+    ] = None,
 ) -> None:
     """Measure the store (counts, audio, motion, outliers), store the training vertex statistics, write a report."""
     from facedata.report import print_stats_summary, progress_bar
     from facedata.stats import StatsOptions, run_stats
 
     options = StatsOptions(outlier_ratio=outlier_ratio, outlier_min_mm=outlier_min_mm,
-                           write_statistics=write_statistics)
+                           write_statistics=write_statistics, scheduler=scheduler)
     with progress_bar("stats", unit="frames") as update:
         result = run_stats(store, report_dir=report, options=options, progress=update)
     print_stats_summary(result)

@@ -79,6 +79,7 @@ class IngestOptions:
     shard_frames: int = DEFAULT_SHARD_FRAMES
     max_audio_mismatch_ms: float = 200.0
     dry_run: bool = False
+    scheduler: str | None = None  # a Dask scheduler address: run the sequences on that cluster (workers unused)
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def ingest(
 
         total = sum(t.source.n_frames for t in tasks)
         done = 0
-        for result in _run_tasks(tasks, options.workers):
+        for result in _run_tasks(tasks, options.workers, options.scheduler):
             results.append(result)
             done += result.frames if result.status == "ingested" else 0
             if progress:
@@ -255,6 +256,7 @@ def ingest(
 
         for r in results:
             rejects += r.rejects
+        clear_staging(store)  # what tasks cut off by a dying worker left behind (their retries committed)
         _write_manifests(store, rejects)
         _append_provenance(store, raw, options, results, time.perf_counter() - started)
 
@@ -475,7 +477,12 @@ def _write_topology(
 # --- per-sequence work (runs in worker processes) -------------------------------------------------------------------
 
 
-def _run_tasks(tasks: list[SequenceTask], workers: int) -> Iterator[SequenceResult]:
+def _run_tasks(tasks: list[SequenceTask], workers: int, scheduler: str | None = None) -> Iterator[SequenceResult]:
+    if scheduler is not None:
+        from facedata.cluster import map_on_cluster
+
+        yield from map_on_cluster(scheduler, _cluster_task, tasks, priority=lambda t: t.source.n_frames)
+        return
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield ingest_sequence(task)
@@ -501,6 +508,12 @@ def _run_tasks(tasks: list[SequenceTask], workers: int) -> Iterator[SequenceResu
             for future in pending:
                 future.cancel()
             raise
+
+
+def _cluster_task(task: SequenceTask) -> SequenceResult:
+    """A sequence on a Dask worker: one torch thread per task, as in the local pool."""
+    _worker_init()
+    return ingest_sequence(task)
 
 
 def _worker_init() -> None:

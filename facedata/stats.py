@@ -58,6 +58,8 @@ class StatsOptions:
         mouth_examples: sentences whose mouth opening is plotted beside their audio envelope.
         block_frames: frames read and accumulated at once (memory: block_frames x V x 3 float64).
         write_statistics: store the training vertex mean and std in the store.
+        scheduler: a Dask scheduler address; each sequence is then measured by a task on that cluster (the
+            results are merged in manifest order, so they equal a local pass).
     """
 
     outlier_ratio: float = 8.0
@@ -65,6 +67,7 @@ class StatsOptions:
     mouth_examples: int = 3
     block_frames: int = 128
     write_statistics: bool = True
+    scheduler: str | None = None  # a Dask scheduler address: measure the sequences on that cluster
 
 
 class Moments:
@@ -261,51 +264,32 @@ def compute_stats(store_path: str | Path, options: StatsOptions = StatsOptions()
     pooled_m2 = np.zeros((n_vertices, 3))
     pooled_n = 0
     train = Moments((n_vertices, 3))
+    jobs = [_SequenceJob(store.root, row, options, lips, neutral_opening) for row in sequences.iter_rows(named=True)]
+    measured: dict[int, _Measurement] = {}
+    total, done = int(sequences["n_frames"].sum()), 0
+    if options.scheduler is not None:
+        from facedata.cluster import map_on_cluster
+
+        results: Any = map_on_cluster(options.scheduler, _measure_indexed, list(enumerate(jobs)),
+                                      priority=lambda item: item[1].row["n_frames"])
+    else:
+        results = (_measure_indexed(item) for item in enumerate(jobs))
+    for index, measurement in results:
+        measured[index] = measurement
+        done += jobs[index].row["n_frames"]
+        if progress:
+            row = jobs[index].row
+            progress(f"{row['identity'][-18:]}/{row['sequence'][:30]}", done, total)
     figures: list[SequenceFigures] = []
     outliers: list[dict[str, Any]] = []
-    total, done = int(sequences["n_frames"].sum()), 0
-    for row in sequences.iter_rows(named=True):
-        arrays = store.open_sequence(row["path"])
-        moments = Moments((n_vertices, 3))
-        jumps: list[np.ndarray] = []
-        distances: list[np.ndarray] = []
-        opening: list[np.ndarray] = []
-        n = row["n_frames"]
-        for start in range(0, n, options.block_frames):
-            stop = min(n, start + options.block_frames)
-            # The block and up to HALF_WINDOW frames either side, for the jumps and the running median.
-            lo, hi = max(0, start - HALF_WINDOW), min(n, stop + HALF_WINDOW)
-            # float32 as stored: jumps and medians are screening figures; the moments are summed in float64.
-            extended = np.array(arrays.vertices[lo:hi], np.float32)  # (B + margins, V, 3)
-            block = extended[start - lo : stop - lo]
-            moments.add_block(block)
-            first = max(start, 1)
-            jumps.append(_rms(extended[first - lo : stop - lo] - extended[first - lo - 1 : stop - lo - 1]))
-            distances.append(_off_path(extended, lo, start, stop, n))
-            if lips:
-                lip_gap = block[:, lips[0]].astype(np.float64) - block[:, lips[1]]
-                opening.append(np.linalg.norm(lip_gap, axis=1) - neutral_opening)
-            done += block.shape[0]
-            if progress:
-                progress(f"{row['identity'][-18:]}/{row['sequence'][:30]}", done, total)
-        pooled_m2 += moments.m2
-        pooled_n += moments.n
-        if (row["identity"], row["sequence"]) in training_keys:
-            train.merge(moments.n, moments.mean, moments.m2)
-        jump = np.concatenate(jumps)
-        off_path = np.concatenate(distances)
-        figure = SequenceFigures(identity=row["identity"], sequence=row["sequence"], kind=row["kind"],
-                                 n_frames=row["n_frames"], jump_median_mm=float(np.median(jump)) if jump.size else 0.0,
-                                 jump_max_mm=float(jump.max()) if jump.size else 0.0,
-                                 deviation_max_mm=float(off_path.max()))
-        outliers += _outlier_frames(off_path, figure.jump_median_mm, row, arrays, options)
-        if lips and row["kind"] == "sentence":
-            figure.opening_mm = np.concatenate(opening)
-            if arrays.audio is not None:
-                figure.envelope = audio_envelope(np.asarray(arrays.audio), row["n_frames"])
-                figure.lag_frames, figure.lag_correlation, figure.correlation_at_zero = best_lag(
-                    figure.opening_mm, figure.envelope)
-        figures.append(figure)
+    for index, job in enumerate(jobs):  # merged in manifest order, whatever order the tasks finished in
+        m = measured[index]
+        pooled_m2 += m.m2
+        pooled_n += m.n
+        if (job.row["identity"], job.row["sequence"]) in training_keys:
+            train.merge(m.n, m.mean, m.m2)
+        figures.append(m.figure)
+        outliers += m.outliers
 
     motion = np.sqrt(pooled_m2.sum(axis=1) / max(pooled_n, 1))  # (V,) RMS distance from the sequence mean
     training_info: dict[str, Any] = {"training": training_what, "sequences": training.height,
@@ -322,6 +306,71 @@ def compute_stats(store_path: str | Path, options: StatsOptions = StatsOptions()
                       template_mm=template, faces=faces, training=training_info, vertex_mean=mean, vertex_std=std,
                       lip_landmarks=({"upper_lip_centre": lips[0], "lower_lip_centre": lips[1]} if lips else None),
                       options=options, seconds=time.time() - started, notes=notes)
+
+
+@dataclass(frozen=True)
+class _SequenceJob:
+    """What measuring one sequence needs (picklable, for cluster workers)."""
+
+    store_root: Path
+    row: dict[str, Any]
+    options: StatsOptions
+    lips: tuple[int, int] | None
+    neutral_opening: float
+
+
+@dataclass
+class _Measurement:
+    n: int
+    mean: np.ndarray  # (V, 3)
+    m2: np.ndarray  # (V, 3)
+    figure: SequenceFigures
+    outliers: list[dict[str, Any]]
+
+
+def _measure_indexed(item: tuple[int, _SequenceJob]) -> tuple[int, _Measurement]:
+    index, job = item
+    return index, measure_sequence(job)
+
+
+def measure_sequence(job: _SequenceJob) -> _Measurement:
+    """One sequence's moments, jumps, outliers and mouth opening, read block by block through its memory maps."""
+    row, options, lips = job.row, job.options, job.lips
+    arrays = Store(job.store_root).open_sequence(row["path"])
+    n_vertices = arrays.vertices.shape[1]
+    moments = Moments((n_vertices, 3))
+    jumps: list[np.ndarray] = []
+    distances: list[np.ndarray] = []
+    opening: list[np.ndarray] = []
+    n = row["n_frames"]
+    for start in range(0, n, options.block_frames):
+        stop = min(n, start + options.block_frames)
+        # The block and up to HALF_WINDOW frames either side, for the jumps and the running median.
+        lo, hi = max(0, start - HALF_WINDOW), min(n, stop + HALF_WINDOW)
+        # float32 as stored: jumps and medians are screening figures; the moments are summed in float64.
+        extended = np.array(arrays.vertices[lo:hi], np.float32)  # (B + margins, V, 3)
+        block = extended[start - lo : stop - lo]
+        moments.add_block(block)
+        first = max(start, 1)
+        jumps.append(_rms(extended[first - lo : stop - lo] - extended[first - lo - 1 : stop - lo - 1]))
+        distances.append(_off_path(extended, lo, start, stop, n))
+        if lips:
+            lip_gap = block[:, lips[0]].astype(np.float64) - block[:, lips[1]]
+            opening.append(np.linalg.norm(lip_gap, axis=1) - job.neutral_opening)
+    jump = np.concatenate(jumps)
+    off_path = np.concatenate(distances)
+    figure = SequenceFigures(identity=row["identity"], sequence=row["sequence"], kind=row["kind"],
+                             n_frames=row["n_frames"], jump_median_mm=float(np.median(jump)) if jump.size else 0.0,
+                             jump_max_mm=float(jump.max()) if jump.size else 0.0,
+                             deviation_max_mm=float(off_path.max()))
+    outliers = _outlier_frames(off_path, figure.jump_median_mm, row, arrays, options)
+    if lips and row["kind"] == "sentence":
+        figure.opening_mm = np.concatenate(opening)
+        if arrays.audio is not None:
+            figure.envelope = audio_envelope(np.asarray(arrays.audio), row["n_frames"])
+            figure.lag_frames, figure.lag_correlation, figure.correlation_at_zero = best_lag(
+                figure.opening_mm, figure.envelope)
+    return _Measurement(moments.n, moments.mean, moments.m2, figure, outliers)
 
 
 def _rms(displacement: np.ndarray) -> np.ndarray:
