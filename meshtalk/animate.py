@@ -593,8 +593,21 @@ class StageTimes:
                 self._inner[-1] += elapsed
 
 
-# Stages that turn audio into meshes; the rest write files.
+# Stages that turn audio into meshes. "compile" is paid once per process; the rest write files.
 COMPUTE_STAGES = ("read audio", "audio codes", "labels", "decode", "smooth")
+
+
+def compile_resampler(audio: str | Path) -> None:
+    """Compile resampy's kernel on a few samples when ``audio`` needs resampling: numba compiles it on the first
+    call of a process (2-3 s here, not cached on disk), which would otherwise count as reading the audio."""
+    import soundfile
+
+    try:
+        rate = soundfile.info(str(audio)).samplerate
+    except (RuntimeError, OSError):  # read_speech reports the file
+        return
+    if rate != SAMPLE_RATE_HZ:
+        resample(np.zeros(4 * rate // 100, np.float32), rate, SAMPLE_RATE_HZ)
 
 
 @dataclass(frozen=True)
@@ -759,6 +772,8 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
         S = samples or 1
         plan = LabelPlan(samples=S, seed=seed, argmax=argmax, noise_scale=noise_scale, segment_frames=segment_frames)
         plan.check(model.context.receptive_field)
+        with times.stage("compile"):
+            compile_resampler(audio)
         with times.stage("read audio"):
             speech = read_speech(audio)
         say(f"{speech.path}: {speech.seconds:.2f} s at {speech.source_rate_hz} Hz, {speech.source_channels} "

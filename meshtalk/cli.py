@@ -170,7 +170,7 @@ def animate(
         threads=threads, progress=typer.echo if verbose else None)
     if verbose:
         for stage, seconds in result.times.items():
-            tag = "" if stage in COMPUTE_STAGES else "  (output)"
+            tag = "" if stage in COMPUTE_STAGES else "  (once per process)" if stage == "compile" else "  (output)"
             typer.echo(f"  {stage:<12} {seconds:8.3f} s{tag}")
         typer.echo(f"audio to meshes: {result.audio_seconds:.2f} s of speech in {result.compute_seconds:.2f} s, "
                    f"{result.realtime_factor:.1f}x real time; peak memory {result.peak_rss_mb:.0f} MB")
