@@ -88,5 +88,6 @@ printf 'animation:   %s  (%s, from %s)\n' "$OUT/animation/animation.mp4" "$SEQUE
 printf '             %s  (vertices, labels, faces)\n' "$OUT/animation/animation.npz"
 printf 'evaluation:  %s  (ground truth | prediction | error)\n' "$OUT/evaluation-view.mp4"
 printf '\nThis demo checks the plumbing, not the quality: 400 + 300 steps of the reference recipe on a small model\n'
-printf 'do not learn to animate (the reference trains 50,000 + 15,000 steps; docs/training.md). Expect metrics\n'
-printf 'near the template baseline and a face that barely moves.\n'
+printf 'do not learn to animate (the reference trains 50,000 + 15,000 steps; docs/training.md). Stage 1 collapses\n'
+printf 'to each identity'"'"'s average face (the warnings above), so every path scores alike and the face does not\n'
+printf 'follow the audio.\n'
