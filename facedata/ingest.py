@@ -51,12 +51,14 @@ from facedata.store import (
     create_array,
     ensure_groups,
     identity_group_path,
+    is_remote,
     manifest_schemas,
     memmap_array,
     read_info,
     sequence_group_path,
     stage_group,
     store_lock,
+    store_path,
     write_array_atomic,
     write_json_atomic,
     write_parquet_atomic,
@@ -186,7 +188,7 @@ def ingest(
         NothingValidError: nothing in the raw tree could be ingested.
     """
     started = time.perf_counter()
-    raw, store = Path(raw), Path(store)
+    raw, store = Path(raw), store_path(store)
     vertex_set = resolve_vertex_set(options)
     tree = discover(raw)
     settings = _settings(options, vertex_set)
@@ -407,7 +409,7 @@ def _write_identity(
     kept = template[vertex_set.keep].astype(np.float32)
     import zarr
 
-    group = zarr.open_group(store / ARRAYS_DIR / group_path, mode="a")
+    group = zarr.open_group(str(store / ARRAYS_DIR / group_path), mode="a")
     template_path = store / ARRAYS_DIR / group_path / "template"
     unchanged = (
         group.attrs.get("facedata") == attrs
@@ -457,7 +459,7 @@ def _write_topology(
     if faces_dir.exists():
         import zarr
 
-        stored = zarr.open_array(faces_dir, mode="r")[...]
+        stored = zarr.open_array(str(faces_dir), mode="r")[...]
         if not np.array_equal(stored, faces):
             return Reject(
                 str(identity.directory),
@@ -552,7 +554,7 @@ def ingest_sequence(task: SequenceTask) -> SequenceResult:
         )
     except OSError as e:
         staged.discard()
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) and not is_remote(task.store_root):
             free = shutil.disk_usage(task.store_root).free
             raise StoreError(
                 f"{task.store_root}: disk full while writing {seq.identity}/{seq.name} "
@@ -838,7 +840,7 @@ def _write_manifests(store: Path, rejects: list[Reject]) -> None:
     sequences_schema, rejects_schema = manifest_schemas()
     records = []
     stored_rejects: list[Reject] = []
-    for meta in sorted((store / ARRAYS_DIR / "identities").glob("*/sequences/*/zarr.json")):
+    for meta in sorted((store / ARRAYS_DIR / "identities").glob("*/sequences/*/zarr.json"), key=str):
         attrs = json.loads(meta.read_text()).get("attributes", {}).get("facedata")
         if attrs:
             records.append(attrs["record"])

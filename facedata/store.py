@@ -98,11 +98,43 @@ def identity_group_path(identity: str) -> str:
     return f"identities/{identity}"
 
 
+def store_path(root: str | Path | Any) -> Path:
+    """A store location: a local ``Path``, or for an fsspec URL (``s3://bucket/store``, ``gs://...``,
+    ``memory://...``) a ``universal_pathlib`` path with the same interface (``/``, ``exists``, ``read_text``,
+    ``glob``, ``open``). Credentials and endpoints come from the usual environment (``AWS_*``, ...).
+
+    Raises:
+        StoreError: a URL without the ``scale`` extra installed.
+    """
+    if isinstance(root, Path) or not _is_url(str(root)):
+        return root if isinstance(root, Path) else Path(root)
+    if hasattr(root, "protocol"):  # already a universal path
+        return root
+    try:
+        from upath import UPath
+    except ImportError as e:
+        raise StoreError(f"{root}: object-storage URLs need universal_pathlib and fsspec "
+                         "(pip install 'facetalk[scale]')") from e
+    return UPath(str(root))
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text and not text.startswith("file://")
+
+
+def is_remote(path: Any) -> bool:
+    """Whether ``path`` is on object storage (no rename, no memory map, no file lock)."""
+    return not isinstance(path, Path)
+
+
 # --- writing -------------------------------------------------------------------------------------------------------
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a mix."""
+    """Write a file so that readers see the old or the new content, never a mix (an object PUT is atomic)."""
+    if is_remote(path):
+        path.write_bytes(data)
+        return
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -126,7 +158,11 @@ def _json_default(o: Any) -> Any:
 
 
 def write_parquet_atomic(frame: Any, path: Path) -> None:
-    """Write a polars DataFrame to Parquet via a temporary file and a rename."""
+    """Write a polars DataFrame to Parquet via a temporary file and a rename (one PUT on object storage)."""
+    if is_remote(path):
+        with path.open("wb") as f:
+            frame.write_parquet(f)
+        return
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     frame.write_parquet(tmp)
     os.replace(tmp, path)
@@ -166,44 +202,66 @@ def create_array(
 
 @dataclass
 class StagedGroup:
-    """A zarr group being written under ``STORE/.staging``; ``commit`` renames it into place atomically."""
+    """A zarr group being written; ``commit`` makes it visible at ``arrays.zarr/<target>``.
+
+    On a local disk the group is written under ``STORE/.staging`` and renamed into place: readers see the old
+    version or the new one, never a mix. Object storage has no rename: the group is written at its final prefix
+    (after the old version is removed), and what marks it complete is its record in the group's attributes, which
+    callers write last (``_stored_record`` and the manifests ignore groups without one).
+    """
 
     store_root: Path
     staging_dir: Path
     target: str  # group path inside arrays.zarr
+    committed: bool = False
 
     @property
     def group(self) -> Any:
         import zarr
 
-        return zarr.open_group(self.staging_dir, mode="a", zarr_format=3)
+        return zarr.open_group(str(self.staging_dir), mode="a", zarr_format=3)
 
     def commit(self) -> None:
         """Move the finished group into place, replacing an older version of it."""
-        final = self.store_root / ARRAYS_DIR / self.target
-        final.parent.mkdir(parents=True, exist_ok=True)
-        replace_dir(self.staging_dir, final, self.store_root)
+        if not is_remote(self.store_root):
+            final = self.store_root / ARRAYS_DIR / self.target
+            final.parent.mkdir(parents=True, exist_ok=True)
+            replace_dir(self.staging_dir, final, self.store_root)
+        self.committed = True
 
     def discard(self) -> None:
-        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        if not self.committed:
+            remove_tree(self.staging_dir)
 
 
 def stage_group(store_root: Path, target: str, attributes: Mapping[str, Any] | None = None) -> StagedGroup:
     """Start writing a group that becomes visible at ``arrays.zarr/<target>`` on commit."""
     import zarr
 
-    staging = store_root / STAGING_DIR / f"{uuid.uuid4().hex}"
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    zarr.open_group(staging, mode="w", zarr_format=3, attributes=dict(attributes or {}))
+    if is_remote(store_root):
+        staging = store_root / ARRAYS_DIR / target
+        remove_tree(staging)
+    else:
+        staging = store_root / STAGING_DIR / f"{uuid.uuid4().hex}"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+    zarr.open_group(str(staging), mode="w", zarr_format=3, attributes=dict(attributes or {}))
     return StagedGroup(store_root=store_root, staging_dir=staging, target=target)
 
 
 def write_array_atomic(store_root: Path, target: str, data: np.ndarray) -> None:
-    """Write a small array to ``arrays.zarr/<target>``, replacing any older version in one rename."""
+    """Write a small array to ``arrays.zarr/<target>``, replacing any older version in one rename (on object
+    storage: the old objects are removed, then the new ones written)."""
+    import zarr
+
+    final = store_root / ARRAYS_DIR / target
+    if is_remote(store_root):
+        remove_tree(final)
+        parent, name = target.rsplit("/", 1) if "/" in target else ("", target)
+        create_array(zarr.open_group(str(store_root / ARRAYS_DIR / parent), mode="a", zarr_format=3), name, data)
+        return
     staged = stage_group(store_root, target)
     try:
         create_array(staged.group, "array", data)
-        final = store_root / ARRAYS_DIR / target
         final.parent.mkdir(parents=True, exist_ok=True)
         replace_dir(staged.staging_dir / "array", final, store_root)
     finally:
@@ -221,6 +279,15 @@ def replace_dir(src: Path, dst: Path, store_root: Path) -> None:
         os.rename(src, dst)
 
 
+def remove_tree(path: Path) -> None:
+    """Delete a folder (or an object-storage prefix) and everything in it, if it exists."""
+    if is_remote(path):
+        if path.fs.exists(path.path):
+            path.fs.rm(path.path, recursive=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def ensure_groups(store_root: Path, path: str, attributes: Mapping[str, Any] | None = None) -> None:
     """Create the chain of zarr groups down to ``arrays.zarr/<path>`` (each group needs its zarr.json)."""
     import zarr
@@ -231,16 +298,27 @@ def ensure_groups(store_root: Path, path: str, attributes: Mapping[str, Any] | N
         sub = root.joinpath(*parts[:depth])
         if not (sub / "zarr.json").exists():
             attrs = dict(attributes or {}) if depth == len(parts) else {}
-            zarr.open_group(sub, mode="a", zarr_format=3, attributes=attrs)
+            zarr.open_group(str(sub), mode="a", zarr_format=3, attributes=attrs)
+
+
+LOCK_MAX_AGE_S = 6 * 3600
 
 
 @contextlib.contextmanager
 def store_lock(store_root: Path) -> Iterator[None]:
     """Hold an exclusive lock on a store for the duration of a writing command.
 
+    On a local disk this is an advisory file lock (released by the kernel when the process dies). Object storage
+    has none: a lock object holding the writer's identity is created and deleted afterwards; one younger than six
+    hours refuses a second writer, an older one is taken to be left by a crash and replaced.
+
     Raises:
         StoreError: another process holds the lock.
     """
+    if is_remote(store_root):
+        with _object_lock(store_root):
+            yield
+        return
     store_root.mkdir(parents=True, exist_ok=True)
     with open(store_root / LOCK_FILE, "a+") as f:
         try:
@@ -253,8 +331,39 @@ def store_lock(store_root: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _object_lock(store_root: Path) -> Iterator[None]:
+    import socket
+    import time
+
+    lock = store_root / LOCK_FILE
+    if lock.exists():
+        try:
+            held = json.loads(lock.read_text())
+        except (OSError, ValueError):
+            held = {}
+        age = time.time() - float(held.get("time", 0))
+        if age < LOCK_MAX_AGE_S:
+            raise StoreError(f"{store_root}: another facedata process is writing this store (lock object "
+                             f"{LOCK_FILE} of {held.get('host')} pid {held.get('pid')}, {age:.0f} s old; delete it if "
+                             "that process is gone)")
+    token = uuid.uuid4().hex
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                                "token": token}))
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(lock.read_text()).get("token") == token:
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
+
+
 def clear_staging(store_root: Path) -> int:
     """Remove what a crashed writer left in ``.staging``. Returns the number of entries removed."""
+    if is_remote(store_root):
+        return 0  # no staging on object storage (see StagedGroup)
     staging = store_root / STAGING_DIR
     if not staging.is_dir():
         return 0
@@ -273,7 +382,7 @@ def read_info(store_root: str | Path) -> dict[str, Any]:
     Raises:
         StoreError: not a store, or a format version this package cannot read.
     """
-    store_root = Path(store_root)
+    store_root = store_path(store_root)
     path = store_root / INFO_FILE
     try:
         info = json.loads(path.read_text())
@@ -290,7 +399,8 @@ def read_info(store_root: str | Path) -> dict[str, Any]:
 
 
 class Store:
-    """Read access to a store. Arrays come back as memory maps where the layout allows (no copies).
+    """Read access to a store. Arrays come back as memory maps where the layout allows (no copies); a store on
+    object storage (an fsspec URL) gives arrays that fetch the requested rows with one byte-range request.
 
     Example:
         >>> store = Store("out/store")
@@ -300,7 +410,7 @@ class Store:
     """
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = store_path(root)
         self.info = read_info(self.root)
 
     @property
@@ -346,7 +456,8 @@ class Store:
         path = self.root / MANIFESTS_DIR / f"{name}.parquet"
         if not path.exists():
             raise StoreError(f"{path}: manifest missing (re-run `facedata ingest` to rebuild it)")
-        return pl.read_parquet(path)
+        with path.open("rb") as f:
+            return pl.read_parquet(f)
 
     def array(self, path: str) -> np.ndarray:
         """Memory-map (or read) the array at ``arrays.zarr/<path>``."""
@@ -363,7 +474,7 @@ class Store:
         group = self.arrays_root / path
         if not (group / "zarr.json").exists():
             raise StoreError(f"{group}: sequence listed in the manifest is missing from the store")
-        present = {p.name for p in group.iterdir() if (p / "zarr.json").exists()}
+        present = {name for name in ("audio", "mel") if (group / name / "zarr.json").exists()}
         return SequenceArrays(
             vertices=memmap_array(group / "vertices"),
             frame_number=np.asarray(memmap_array(group / "frame_number")),
@@ -433,10 +544,13 @@ def memmap_array(array_dir: str | Path) -> np.ndarray | ShardedArray:
     plain chunks or the sharding codec with uncompressed inner chunks. The shard index is read once and checked
     to be contiguous. Other layouts fall back to reading with zarr-python.
 
+    On object storage nothing can be memory-mapped: the same layout is read with one byte-range request per
+    slice of rows (``RemoteRows``), the fallback read path of remote stores (its cost: docs/scaling.md).
+
     Raises:
         StoreError: the array is missing or its files do not match its metadata.
     """
-    array_dir = Path(array_dir)
+    array_dir = store_path(array_dir)
     try:
         meta = json.loads((array_dir / "zarr.json").read_text())
     except FileNotFoundError as e:
@@ -480,10 +594,8 @@ def memmap_array(array_dir: str | Path) -> np.ndarray | ShardedArray:
             rows = min(grid[0], shape[0] - i * grid[0])
             path = chunk_file(i)
             try:
-                with open(path, "rb") as f:
-                    f.seek(-index_bytes, os.SEEK_END)
-                    index = np.frombuffer(f.read(inner_per_shard * 16), dtype="<u8").reshape(-1, 2)
-            except OSError as e:
+                index = np.frombuffer(_read_tail(path, index_bytes)[: inner_per_shard * 16], dtype="<u8").reshape(-1, 2)
+            except (OSError, ValueError) as e:
                 raise StoreError(f"{path}: shard unreadable or truncated: {e}") from e
             n_inner = -(-rows // inner[0])
             chunk_bytes = inner[0] * row_bytes
@@ -508,20 +620,78 @@ def _is_plain_bytes(codecs: list[dict]) -> bool:
 
 def _memmap(
     path: Path, dtype: np.dtype, shape: tuple[int, ...], min_bytes: int, array_dir: Path, exact: bool = False
-) -> np.ndarray:
+) -> np.ndarray | RemoteRows:
     try:
-        size = path.stat().st_size
+        size = path.fs.size(path.path) if is_remote(path) else path.stat().st_size
     except FileNotFoundError as e:
         raise StoreError(f"{path}: chunk file of {array_dir.name} missing") from e
     if size < min_bytes:
         raise StoreError(f"{path}: chunk file truncated (expected >= {min_bytes} bytes, got {size})")
+    if is_remote(path):
+        return RemoteRows(path, dtype, shape)
     return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+
+def _read_tail(path: Path, n_bytes: int) -> bytes:
+    """The last ``n_bytes`` of a file or object (one range request on object storage)."""
+    if is_remote(path):
+        size = path.fs.size(path.path)
+        if size < n_bytes:
+            raise ValueError(f"{size} bytes, shorter than its index ({n_bytes})")
+        return path.fs.cat_file(path.path, start=size - n_bytes, end=size)
+    with open(path, "rb") as f:
+        f.seek(-n_bytes, os.SEEK_END)
+        return f.read(n_bytes)
+
+
+class RemoteRows:
+    """Rows of a chunk or shard object on object storage, fetched on indexing with one byte-range request.
+
+    Behaves like the read-only memory map of the same file for what readers do: ``len``, ``shape``, ``dtype``,
+    integer and contiguous-slice indexing along axis 0 (further axes applied after the fetch), ``np.asarray``.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...]):
+        self.path = path
+        self.dtype = dtype
+        self.shape = shape
+        self.ndim = len(shape)
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(stop, self.shape[0])
+        if stop <= start:
+            return np.zeros((0, *self.shape[1:]), self.dtype)
+        data = self.path.fs.cat_file(self.path.path, start=start * self.row_bytes, end=stop * self.row_bytes)
+        return np.frombuffer(data, dtype=self.dtype).reshape(stop - start, *self.shape[1:])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.rows(0, self.shape[0])  # read-only, like a read-only memory map
+        if dtype is not None:
+            return out.astype(dtype)
+        return out.copy() if copy else out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(first, (int, np.integer)):
+            i = int(first) + (self.shape[0] if first < 0 else 0)
+            if not 0 <= i < self.shape[0]:
+                raise IndexError(f"index {first} out of range for {self.shape[0]} rows")
+            return self.rows(i, i + 1)[(0, *rest)]
+        if isinstance(first, slice) and first.step in (None, 1):
+            start, stop, _ = first.indices(self.shape[0])
+            block = self.rows(start, stop)
+            return block[(slice(None), *rest)] if rest else block
+        return np.asarray(self)[key]
 
 
 def _read_with_zarr(array_dir: Path) -> np.ndarray:
     import zarr
 
-    return zarr.open_array(array_dir, mode="r")[...]
+    return zarr.open_array(str(array_dir), mode="r")[...]
 
 
 def require_vertex_count(vertices: np.ndarray, n_vertices: int, path: str | Path) -> None:
