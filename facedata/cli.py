@@ -60,7 +60,7 @@ def synth(
 @app.command()
 def ingest(
     raw: Annotated[Path, typer.Argument(help="Raw tree: a folder of m--<date>--<time>--<entity>--GHS identities.")],
-    store: Annotated[Path, typer.Option("--store", help="Store directory (created, or resumed if it exists).")],
+    store: Annotated[str, typer.Option("--store", help="Store directory or URL (s3://...), created or resumed.")],
     vertices: Annotated[str, typer.Option(help="meshtalk (6172 kept vertices) or full (7306).")] = "meshtalk",
     keep: Annotated[Path | None, typer.Option(help="A keep list (one source vertex index per line).")] = None,
     topology: Annotated[
@@ -91,7 +91,7 @@ def ingest(
 
 @app.command()
 def info(
-    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    store: Annotated[str, typer.Option("--store", help="Store directory or URL (s3://...).")],
 ) -> None:
     """Summarise a store: format, settings, sequences per identity and kind, rejects, runs."""
     from facedata.report import print_store_summary
@@ -102,7 +102,7 @@ def info(
 
 @app.command()
 def verify(
-    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    store: Annotated[str, typer.Option("--store", help="Store directory or URL (s3://...).")],
     sources: Annotated[
         bool, typer.Option("--sources", help="Also re-fingerprint the raw files still on disk.")
     ] = False,
@@ -123,7 +123,7 @@ def verify(
 
 @app.command()
 def split(
-    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    store: Annotated[str, typer.Option("--store", help="Store directory or URL (s3://...).")],
     seed: Annotated[int, typer.Option(help="Seed of the held-out identities of the identity split.")] = 0,
     holdout_identities: Annotated[
         int | None, typer.Option(help="Held-out identities of the identity split (default: a quarter).")
@@ -143,7 +143,7 @@ def split(
 
 @app.command("build-masks")
 def build_masks(
-    store: Annotated[Path | None, typer.Option("--store", help="Store to write arrays.zarr/masks into.")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Store (directory or URL) to write masks into.")] = None,
     template: Annotated[
         Path | None, typer.Option(help="A face mesh (OBJ/PLY), head-local mm, +y up, +z forward.")
     ] = None,
@@ -176,7 +176,7 @@ def build_masks(
 
 @app.command()
 def stats(
-    store: Annotated[Path, typer.Option("--store", help="Store directory.")],
+    store: Annotated[str, typer.Option("--store", help="Store directory or URL (s3://...).")],
     report: Annotated[
         Path | None, typer.Option(help="Folder for report.html, report.json and images/ (created).")
     ] = None,

@@ -126,3 +126,14 @@ def test_training_reads_its_windows_from_s3(stores, tmp_path):
                 "checkpoint_every": 2}, resume=False, progress=False)
     losses = [r["losses"]["loss"] for r in read_log(tmp_path / "run", "train")]
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_the_cli_takes_store_urls(stores):
+    from typer.testing import CliRunner
+
+    from facedata.cli import app
+
+    runner = CliRunner()
+    info = runner.invoke(app, ["info", "--store", stores[0]])
+    assert info.exit_code == 0, info.output
+    assert f"{stores[0]}: facedata-store v1" in info.output
