@@ -47,7 +47,7 @@ def import_reference(
 @app.command()
 def train(
     out: Annotated[Path, typer.Option("--out", help="Run directory (config, log, checkpoints).")],
-    store: Annotated[Path | None, typer.Option("--store", help="facedata store to train on.")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="facedata store (directory or s3:// URL).")] = None,
     stage: Annotated[int | None, typer.Option("--stage", min=1, max=2, help="1: encoder + decoder; 2: context "
                                               "model on a stage-1 checkpoint's codes.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from RUN/last.pt.")] = False,
@@ -95,7 +95,7 @@ def train(
 
 @app.command()
 def evaluate(
-    store: Annotated[Path, typer.Option("--store", help="facedata store.")],
+    store: Annotated[str, typer.Option("--store", help="facedata store (directory or s3:// URL).")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint (e.g. RUN/last.pt).")],
     split: Annotated[str, typer.Option(help="SUBSET of the sentence split, or NAME/SUBSET (identity/test).")
                      ] = "test",
