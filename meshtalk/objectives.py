@@ -12,7 +12,8 @@ puts the model in train or eval mode (the reference keeps the encoder in eval mo
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,28 @@ class ForwardResult:
         return torch.stack(list(self.losses.values())).sum()
 
 
-def stage1_losses(model: MeshTalk, batch: dict[str, Tensor], *, rng: random.Random | None = None) -> ForwardResult:
+@dataclass(frozen=True)
+class BatchShard:
+    """Rows ``start:stop`` of a batch of ``size`` rows split over data-parallel ranks (``meshtalk.distributed``).
+
+    ``gather`` concatenates every rank's rows of a tensor in rank order (rows x ... -> size x ...) and sends their
+    gradients back to the rank that owns them. An objective draws its batch-level randomness (noise, rolls) for all
+    ``size`` rows and keeps its own, so the ranks together take the step one process takes on the whole batch.
+    """
+
+    start: int
+    stop: int
+    size: int
+    gather: Callable[[Tensor], Tensor] = field(default=lambda rows: rows)
+
+    @classmethod
+    def whole(cls, size: int) -> BatchShard:
+        """The whole batch in one process."""
+        return cls(0, size, size)
+
+
+def stage1_losses(model: MeshTalk, batch: dict[str, Tensor], *, rng: random.Random | None = None,
+                  shard: BatchShard | None = None) -> ForwardResult:
     """Stage-1 losses: reconstruction, eyelid landmarks and modality crossing, three decodes in one pass.
 
     Random draws, in the reference's order (a run seeded with ``torch.manual_seed`` and ``random.seed``
@@ -48,6 +70,9 @@ def stage1_losses(model: MeshTalk, batch: dict[str, Tensor], *, rng: random.Rand
         model: the model; its fusion, quantiser and decoder see a 3B batch.
         batch: ``mel``, ``vertices``, ``template``, ``mouth``, ``upper_face``, ``eyelid`` (see the module).
         rng: the source of the batch rolls (default: Python's global ``random``).
+        shard: this process's rows of a batch split over ranks (default: the whole batch). Noise and rolls are
+            drawn for the whole batch and the expression and audio codes are gathered from every rank, so a
+            sequence's partner can be any sequence of the batch, as in one process.
 
     Returns:
         losses: ``recon``, ``landmarks`` and ``modality_crossing`` (mouth term + upper-face term).
@@ -60,21 +85,24 @@ def stage1_losses(model: MeshTalk, batch: dict[str, Tensor], *, rng: random.Rand
     check_batch(batch, model, ("vertices", "mel", "template", "mouth", "upper_face", "eyelid"))
     randint = rng.randint if rng is not None else random.randint
     mel, vertices, template = batch["mel"], batch["vertices"], batch["template"]
-    B, T = vertices.shape[:2]
-    if B < 2:
-        raise InputError("batch", "modality crossing needs two sequences", expected="B >= 2", actual=f"B = {B}")
+    B, T = vertices.shape[:2]  # B: this process's rows
+    rows = shard or BatchShard.whole(B)
+    if rows.size < 2:
+        raise InputError("batch", "modality crossing needs two sequences", expected="B >= 2",
+                         actual=f"B = {rows.size}")
     H, C = model.config.heads, model.config.classes
     encoder = model.encoder
     audio, expression = encoder.audio(mel), encoder.expression(vertices)  # (B, T, 128) each
 
-    shape = (B, T, H, C)
-    noise = [torch.rand(shape, device=mel.device)]
-    other = (torch.arange(B, device=mel.device) + randint(1, B - 1)) % B
-    expression_crossed = expression[other]
-    noise.append(torch.rand(shape, device=mel.device))
-    other = (torch.arange(B, device=mel.device) + randint(1, B - 1)) % B
-    audio_crossed = audio[other]
-    noise.append(torch.rand(shape, device=mel.device))
+    shape = (rows.size, T, H, C)  # drawn for the whole batch, cut to this process's rows
+    own = torch.arange(rows.start, rows.stop, device=mel.device)
+    noise = [torch.rand(shape, device=mel.device)[rows.start : rows.stop]]
+    other = (own + randint(1, rows.size - 1)) % rows.size
+    expression_crossed = rows.gather(expression)[other]
+    noise.append(torch.rand(shape, device=mel.device)[rows.start : rows.stop])
+    other = (own + randint(1, rows.size - 1)) % rows.size
+    audio_crossed = rows.gather(audio)[other]
+    noise.append(torch.rand(shape, device=mel.device)[rows.start : rows.stop])
 
     logprobs = encoder.fusion(torch.cat([expression, expression_crossed, expression]),
                               torch.cat([audio, audio, audio_crossed]))  # (3B, T, H, C)
