@@ -7,7 +7,9 @@ again, so the resident memory of a training run does not grow with the store.
 
 Window ``i`` of a run is drawn from a random generator seeded by ``(seed, i)``: the data order is a function of
 the sample counter alone, identical for any number of DataLoader workers, and a resumed run continues it by
-starting the counter where it stopped (``WindowSampler(start=step * batch_size)``).
+starting the counter where it stopped (``WindowSampler(start=step * batch_size)``). Under data-parallel training
+each rank reads its share of every step's indices (``WindowSampler(rank=..., ranks=...)``), so the order is the
+same for any number of ranks.
 """
 
 from __future__ import annotations
@@ -260,14 +262,31 @@ def keep_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class WindowSampler(Sampler[int]):
-    """Sample indices ``start, start + 1, ...`` (``length`` of them): the data order of a run is its counter."""
+    """Sample indices ``start, start + 1, ...`` (``length`` of them): the data order of a run is its counter.
 
-    def __init__(self, start: int = 0, length: int = 1 << 40):
+    With ``ranks`` > 1 (data-parallel training) this is rank ``rank``'s share of the counter: of the
+    ``batch_size`` indices of each step, the ``batch_size // ranks`` from ``rank * batch_size // ranks`` on. The
+    ranks together read exactly the indices one process reads, step by step; ``length`` counts this rank's.
+
+    Raises:
+        ValueError: ``batch_size`` is not a multiple of ``ranks``, or ``rank`` is not one of them.
+    """
+
+    def __init__(self, start: int = 0, length: int = 1 << 40, *, rank: int = 0, ranks: int = 1, batch_size: int = 1):
+        if ranks < 1 or batch_size % ranks:
+            raise ValueError(f"WindowSampler: batch_size {batch_size} is not a multiple of ranks {ranks}")
+        if not 0 <= rank < ranks:
+            raise ValueError(f"WindowSampler: rank {rank} (expected 0 <= rank < {ranks})")
         self.start = start
         self.length = length
+        self.rank, self.ranks, self.batch_size = rank, ranks, batch_size
 
     def __iter__(self):
-        return iter(range(self.start, self.start + self.length))
+        if self.ranks == 1:
+            return iter(range(self.start, self.start + self.length))
+        local = self.batch_size // self.ranks
+        first = self.start + self.rank * local
+        return (first + n // local * self.batch_size + n % local for n in range(self.length))
 
     def __len__(self) -> int:
         return self.length
