@@ -18,6 +18,9 @@ A checkpoint is ``meshtalk.checkpoint``'s format (loadable by ``load_checkpoint`
 holds everything needed to resume exactly: optimiser state, step, sample counter (the data order), RNG states
 (torch, CUDA, numpy, python), the resolved config and versions. On CPU a resumed run logs the same losses, bit
 for bit, as the run that was not interrupted.
+
+Under torchrun every rank runs ``train`` and takes its share of each batch through DistributedDataParallel
+(``meshtalk.distributed``); rank 0 alone writes the run directory. Without torchrun's variables nothing changes.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from torch import Tensor
 
 from facedata.errors import FacedataError, InputError, StoreError
 from facedata.store import Store, write_json_atomic
-from meshtalk import objectives
+from meshtalk import distributed, objectives
 from meshtalk.checkpoint import git_revision, load_checkpoint, load_state, save_checkpoint
 from meshtalk.config import MeshTalkConfig
 from meshtalk.data import (
@@ -57,11 +60,12 @@ from meshtalk.data import (
     select_sequences,
     tile_windows,
 )
-from meshtalk.evaluate import Regions, decode_samples, reconstruct, resolve_device
+from meshtalk.distributed import World
+from meshtalk.evaluate import Regions, decode_samples, reconstruct
 from meshtalk.metrics import MetricAccumulator
 from meshtalk.model import MeshTalk
 from meshtalk.monitors import CollapseThresholds, collapse_warnings, stage1_monitors, stage2_monitors, summarise
-from meshtalk.objectives import ForwardResult
+from meshtalk.objectives import BatchShard, ForwardResult
 
 
 class TrainingError(FacedataError, RuntimeError):
@@ -273,14 +277,15 @@ def extra_losses(config: TrainConfig, model: MeshTalk, batch: dict[str, Tensor],
 # --- the objective (batch -> named losses) ----------------------------------------------------------------------------
 
 
-def make_objective(config: TrainConfig, model: MeshTalk, masks: dict[str, Tensor]
+def make_objective(config: TrainConfig, model: MeshTalk, masks: dict[str, Tensor], *, shard: BatchShard | None = None
                    ) -> Callable[[dict[str, Tensor]], ForwardResult]:
     """The stage's forwarder (``meshtalk.objectives``): a batch (vertices B x T x V x 3 mm, mel B x T x 80 x 101,
     template B x V x 3) -> named scalar losses whose sum is minimised (all weights 1, as the reference) and named
-    detached outputs. Stage 1 also gets the region masks (V,) the cross-modality loss weighs with."""
+    detached outputs. Stage 1 also gets the region masks (V,) the cross-modality loss weighs with, and under
+    data parallelism this rank's ``shard`` of the batch (stage 2 has no term across the batch)."""
     if config.stage == 1:
         regions = {k: masks[k] for k in ("mouth", "upper_face", "eyelid")}
-        return lambda batch: objectives.stage1_losses(model, batch | regions)
+        return lambda batch: objectives.stage1_losses(model, batch | regions, shard=shard)
     return lambda batch: objectives.stage2_losses(model, batch)
 
 
@@ -369,11 +374,16 @@ def mean_face_table(store: Store, statistics: VertexStatistics, identities: list
 
 
 def make_loader(dataset: torch.utils.data.Dataset, config: TrainConfig, device: torch.device, *,
-                start: int | None = None) -> torch.utils.data.DataLoader:
-    """Training windows in counter order from ``start`` (a WindowSampler), or a fixed list in order."""
-    sampler = WindowSampler(start) if start is not None else None
+                start: int | None = None, world: World | None = None) -> torch.utils.data.DataLoader:
+    """Training windows in counter order from ``start`` (a WindowSampler; ``world``'s rank reads its share of each
+    step), or a fixed list in order."""
+    sampler, batch_size = None, config.batch_size
+    if start is not None:
+        world = world or World(device)
+        sampler = WindowSampler(start, rank=world.rank, ranks=world.size, batch_size=config.batch_size)
+        batch_size = world.local_batch(config.batch_size)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=config.workers,
         collate_fn=keep_batch, pin_memory=device.type == "cuda", persistent_workers=False,
         worker_init_fn=_ignore_stop_signals,
         # Its own generator: creating the iterator must not draw from the global RNG (resumed runs stay exact).
@@ -441,12 +451,16 @@ def versions() -> dict[str, Any]:
 
 
 def save_training_checkpoint(run: Path, model: MeshTalk, optimizer: torch.optim.Optimizer, *, step: int,
-                             samples: int, config: TrainConfig, keep: int) -> Path:
-    """Write ``RUN/checkpoints/step-<step>.pt`` atomically, point ``RUN/last.pt`` at it, drop older ones."""
+                             samples: int, config: TrainConfig, keep: int, ranks: int = 1) -> Path:
+    """Write ``RUN/checkpoints/step-<step>.pt`` atomically, point ``RUN/last.pt`` at it, drop older ones.
+
+    ``samples`` (the global sample counter) and ``step`` are the data order for any number of ranks; ``ranks``
+    records how many trained, for information. Under data parallelism the RNG states are rank 0's, which every
+    rank shares."""
     directory = run / "checkpoints"
     path = directory / f"step-{step:07d}.pt"
     trainer = {"step": step, "samples": samples, "stage": config.stage, "optimizer": optimizer.state_dict(),
-               "rng": rng_state(), "config": config.to_dict(), "versions": versions()}
+               "rng": rng_state(), "config": config.to_dict(), "versions": versions(), "ranks": ranks}
     save_checkpoint(path, model, extra={"trainer": trainer, "stage": config.stage, "step": step})
     link = run / ".last.pt.tmp"
     link.unlink(missing_ok=True)
@@ -510,6 +524,16 @@ class RunLog:
         self.file.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+class SilentLog:
+    """The log of the ranks other than 0: rank 0 writes the run's records."""
+
+    def write(self, record_type: str, step: int, **values: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -667,18 +691,29 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
           ) -> TrainResult:
     """Run (or resume, given ``trainer_state``) one training stage to ``config.steps`` steps.
 
+    Under torchrun every rank calls this with the same arguments and reads its share of each batch
+    (``meshtalk.distributed``); only rank 0 writes the run directory. Without torchrun: one process.
+
     Raises:
-        InputError, StoreError: a bad config, store or checkpoint.
+        InputError, StoreError: a bad config, store or checkpoint (or, under torchrun, a batch size that is not a
+            multiple of the number of ranks).
         TrainingError: a non-finite loss or gradient (naming the step and the batch's sequences).
     """
+    with distributed.join(config.device) as world:
+        return _train(config, world, trainer_state=trainer_state, progress=progress)
+
+
+def _train(config: TrainConfig, world: World, *, trainer_state: dict[str, Any] | None, progress: bool
+           ) -> TrainResult:
+    world.local_batch(config.batch_size)  # refuse a batch the ranks cannot share before writing anything
     run = Path(config.out)
     run.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    device = world.device
     resumed = trainer_state is not None
     step = trainer_state["step"] if resumed else 0
     samples = trainer_state["samples"] if resumed else 0
-    log = RunLog(run, resume_step=step if resumed else None)
-    bar = Progress(config.steps, step, config.stage) if progress else None
+    log = RunLog(run, resume_step=step if resumed else None) if world.is_main else SilentLog()
+    bar = Progress(config.steps, step, config.stage) if progress and world.is_main else None
     warned: set[str] = set()
 
     def warn(message: str, kind: str | None = None) -> None:
@@ -688,7 +723,7 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
             bar.warn(message)
         warned.add(kind or message)
 
-    # Data: windows of the training sentences, fixed windows of the validation ones.
+    # Data: windows of the training sentences, fixed windows of the validation ones (validated by rank 0).
     store = Store(config.store)
     train_entries, val_entries = select_entries(config, store, warn)
     identities = sorted(store.sequences()["identity"].unique().to_list())
@@ -700,7 +735,7 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
     masks = read_masks(store, n_vertices)
     dataset = WindowDataset(store, train_entries, frames=config.frames, seed=config.seed)
     val_loader = None
-    if val_entries and config.val_every:
+    if val_entries and config.val_every and world.is_main:
         val_dataset = WindowDataset(store, val_entries, frames=config.frames, seed=config.seed)
         windows = tile_windows(val_dataset.entries, config.frames, limit=config.val_windows)
         val_loader = make_loader(FixedWindows(val_dataset, windows), dataclasses.replace(config, workers=0), device)
@@ -715,46 +750,76 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
     if config.stage == 2:
         for module in (model.encoder, model.decoder):
             module.requires_grad_(False)
+    if world.launched:
+        distributed.shard_dropout(model, world)
     mask_tensors = {k: torch.from_numpy(v).to(device) for k, v in masks.items()}
-    objective = make_objective(config, model, mask_tensors)
+    objective = make_objective(config, model, mask_tensors)  # the whole batch in this process: validation
+    train_objective = make_objective(config, model, mask_tensors, shard=world.shard(config.batch_size))
     if config.compile:
         for module in (model.encoder, model.decoder, model.context):
             module.compile()
     optimizer = torch.optim.Adam(parameter_groups(config, model), lr=config.lr)
-    if resumed:
+    if trainer_state is not None:
         optimizer.load_state_dict(trainer_state["optimizer"])
         set_rng_state(trainer_state["rng"])
+        if world.launched:
+            world.continue_cuda_stream(trainer_state["rng"]["cuda"])
     else:
         seed_everything(config.seed)
+
+    def forward(batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        """The step's named loss terms: the objective's and the recipe's."""
+        result = train_objective(batch)
+        return result.losses | extra_losses(config, model, batch, result, step)
+
+    step_losses: Callable[[dict[str, Tensor], int], dict[str, Tensor]] = forward
+    if world.launched:
+        step_losses = distributed.DataParallel(
+            model, forward, trained=[p for g in optimizer.param_groups for p in g["params"]], device=device)
     mean_faces = mean_face_table(store, statistics, identities).to(device)
     thresholds = CollapseThresholds()
     monitor_noise = torch.Generator(device="cpu")
-    write_json_atomic(run / "config.json", {"config": config.to_dict(), "versions": versions(), "model": origin,
-                                            "model_config": model.config.to_dict(),
-                                            "normalisation": statistics.source, "device": str(device)})
+    if world.is_main:
+        write_json_atomic(run / "config.json", {"config": config.to_dict(), "versions": versions(), "model": origin,
+                                                "model_config": model.config.to_dict(),
+                                                "normalisation": statistics.source, "device": str(device),
+                                                "ranks": world.size})
     log.write("event", step, event="resume" if resumed else "start", device=str(device), model=origin,
-              train_sentences=len(train_entries), val_sentences=len(val_entries), samples=samples)
+              train_sentences=len(train_entries), val_sentences=len(val_entries), samples=samples,
+              ranks=world.size)
 
-    def describe(batch: dict[str, Tensor]) -> str:
-        return ", ".join(f"{dataset.entries[int(s)].identity}/{dataset.entries[int(s)].sequence}@{int(t)}"
-                         for s, t in zip(batch["sequence"], batch["start"], strict=True))
+    def describe(first: int) -> str:
+        """The windows of the step's batch, samples ``first`` to ``first + B - 1`` (every rank's: window i is a
+        function of i alone)."""
+        windows = (dataset.window(i) for i in range(first, first + config.batch_size))
+        return ", ".join(f"{dataset.entries[s].identity}/{dataset.entries[s].sequence}@{t}" for s, t in windows)
+
+    def whole_batch(batch: dict[str, Tensor], first: int) -> dict[str, Tensor]:
+        """The step's batch of every rank: rank 0 reads the others' windows again for the monitors, whose shuffle
+        terms need the whole batch (a rank may hold one window) and which should not depend on the rank count."""
+        if world.size == 1:
+            return batch
+        windows = [dataset.window(i) for i in range(first, first + config.batch_size)]
+        return {k: v.to(device) for k, v in dataset.read_batch(windows, config.frames).items()}
 
     def stopped(message: str) -> TrainingError:
         """The NaN guard's error, also logged (no checkpoint: the last one holds the weights before the step)."""
         log.write("event", step, event="error", error=message)
         return TrainingError(message)
 
-    def checkpoint() -> Path:
-        return save_training_checkpoint(run, model, optimizer, step=step, samples=samples, config=config,
-                                        keep=config.keep_checkpoints)
+    def checkpoint() -> None:
+        if world.is_main:
+            save_training_checkpoint(run, model, optimizer, step=step, samples=samples, config=config,
+                                     keep=config.keep_checkpoints, ranks=world.size)
 
     saved_step = -1
     losses: dict[str, float] = {}
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16)
-    loader = iter(make_loader(dataset, config, device, start=samples))
+    loader = iter(make_loader(dataset, config, device, start=samples, world=world))
     timer, rate = time.perf_counter(), 0.0
     with StopSignals() as stop, bar if bar is not None else contextlib.nullcontext(), _closing(log):
-        while step < config.steps and stop.received is None:
+        # Every rank learns of a signal that any rank received before the step, so all stop after the same step.
+        while step < config.steps and world.agree_stop(stop.received) is None:
             batch = {k: v.to(device, non_blocking=True) for k, v in next(loader).items()}
 
             # One step: forward, guard, backward, update.
@@ -763,42 +828,45 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step, group)
             with autocast:
-                result = objective(batch)
-                terms = result.losses | extra_losses(config, model, batch, result, step)
+                terms = step_losses(batch, step)
             loss = sum(terms.values())
-            values = {k: v.detach().item() for k, v in terms.items()}
-            if not math.isfinite(loss.detach().item()):
+            # The batch's mean losses, the same on every rank: a non-finite one on any rank stops them all.
+            *means, loss_value = world.mean([*terms.values(), loss])
+            values = dict(zip(terms, means, strict=True))
+            if not math.isfinite(loss_value):
                 raise stopped(f"step {step + 1}: non-finite loss ({_format(values)}) on the batch of "
-                              f"{describe(batch)}")
+                              f"{describe(samples)}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf))
-            if not math.isfinite(grad_norm):
+            if not math.isfinite(grad_norm):  # of the averaged gradients: the same on every rank
                 raise stopped(f"step {step + 1}: non-finite gradient norm ({grad_norm}) with finite losses "
-                              f"({_format(values)}) on the batch of {describe(batch)}")
+                              f"({_format(values)}) on the batch of {describe(samples)}")
             optimizer.step()
             step += 1
-            samples += batch["vertices"].shape[0]
+            samples += config.batch_size
 
             # Logging: every step.
             now = time.perf_counter()
             rate = 1.0 / max(now - timer, 1e-9) if rate == 0.0 else 0.9 * rate + 0.1 / max(now - timer, 1e-9)
             timer = now
-            losses = {"loss": loss.detach().item(), **values}
+            losses = {"loss": loss_value, **values}
             log.write("train", step, losses=losses, lr=optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
                       time=time.time(), steps_per_s=rate)
             if bar is not None:
                 bar.update(step, losses["loss"], rate)
 
-            # Collapse monitors, validation, checkpoints: every N steps, with their own random streams.
-            if config.monitor_every and (step % config.monitor_every == 0 or step == 1):
+            # Collapse monitors, validation, checkpoints: every N steps, on rank 0, with their own random streams
+            # (the run's are put back, so rank 0's stay those of the other ranks).
+            if world.is_main and config.monitor_every and (step % config.monitor_every == 0 or step == 1):
+                seen = whole_batch(batch, samples - config.batch_size)
                 with isolated_rng(config.seed + step):
                     monitor_noise.manual_seed(config.seed * 7919 + step)
                     if config.stage == 1:
-                        stats = stage1_monitors(model, batch, mean_faces=mean_faces, generator=monitor_noise)
+                        stats = stage1_monitors(model, seen, mean_faces=mean_faces, generator=monitor_noise)
                     else:
-                        stats = stage2_monitors(model, batch, generator=monitor_noise)
+                        stats = stage2_monitors(model, seen, generator=monitor_noise)
                 found = collapse_warnings(stats, stage=config.stage, classes=model.config.classes,
                                           thresholds=thresholds) if step >= thresholds.grace_steps else {}
                 log.write("monitor", step, **stats, warnings=found)
@@ -813,15 +881,16 @@ def train(config: TrainConfig, *, trainer_state: dict[str, Any] | None = None, p
             if step % config.checkpoint_every == 0 or step == config.steps:
                 checkpoint()
                 saved_step = step
+        stopped_by = world.agree_stop(stop.received)
         if saved_step != step:  # stopped by a signal, or resumed at the end
             checkpoint()
-        if stop.received is not None:
-            log.write("event", step, event="stopped", signal=signal.Signals(stop.received).name)
-    return TrainResult(run=run, step=step, checkpoint=run / "last.pt", stopped_by=stop.received, losses=losses)
+        if stopped_by is not None:
+            log.write("event", step, event="stopped", signal=signal.Signals(stopped_by).name)
+    return TrainResult(run=run, step=step, checkpoint=run / "last.pt", stopped_by=stopped_by, losses=losses)
 
 
 @contextlib.contextmanager
-def _closing(log: RunLog) -> Iterator[None]:
+def _closing(log: RunLog | SilentLog) -> Iterator[None]:
     try:
         yield
     finally:
