@@ -31,6 +31,7 @@ from meshtalk.model import MeshTalk, quantize
 from meshtalk.sampling import sample_fast
 
 MAX_LAG = 15
+NO_MOTION = 0.01  # a predicted signal with less than this share of the true std counts as not moving
 
 
 def envelope(audio: np.ndarray, n_frames: int) -> np.ndarray:
@@ -157,17 +158,30 @@ def assess(model: MeshTalk, corpus, raw: Path, *, samples: int = 3, seed: int = 
                   "gt_lip_gap_vs_mouth_true": pooled_corr(truth_curves["gt_mouth"], mouth_true),
                   "brow_true_std_mm": pooled_std(truth_curves["gt_brow"])},
     }
+    brow_floor = NO_MOTION * pooled_std(truth_curves["gt_brow"])
+    mouth_floor = NO_MOTION * pooled_std(truth_curves["gt_mouth"])
     for name in ("mean_face", "recon", "audio_argmax", *sampled):
         b, m = signals[name]["brow"], signals[name]["mouth"]
-        corr[name] = {"brow_vs_envelope": pooled_corr(b, env), "brow_vs_envelope_lag": max_lag_corr(b, env),
-                      "brow_vs_brow_true": pooled_corr(b, brow_true),
-                      "brow_std_ratio": pooled_std(b) / max(pooled_std(truth_curves["gt_brow"]), 1e-9),
-                      "mouth_vs_mouth_true": pooled_corr(m, mouth_true),
-                      "mouth_vs_envelope_lag": max_lag_corr(m, env)}
-    corr["audio_sampled"] = {k: float(np.mean([corr[s][k] for s in sampled])) for k in corr[sampled[0]]}
+        # A signal that does not move (below 1% of the true motion) has no meaningful correlation: None.
+        brow_moves, mouth_moves = pooled_std(b) > brow_floor, pooled_std(m) > mouth_floor
+        corr[name] = {
+            "brow_vs_envelope": pooled_corr(b, env) if brow_moves else None,
+            "brow_vs_envelope_lag": max_lag_corr(b, env) if brow_moves else None,
+            "brow_vs_brow_true": pooled_corr(b, brow_true) if brow_moves else None,
+            "brow_std_ratio": pooled_std(b) / max(pooled_std(truth_curves["gt_brow"]), 1e-9),
+            "mouth_vs_mouth_true": pooled_corr(m, mouth_true) if mouth_moves else None,
+            "mouth_vs_envelope_lag": max_lag_corr(m, env) if mouth_moves else None,
+        }
+    corr["audio_sampled"] = {k: (float(np.mean([corr[s][k] for s in sampled]))
+                                 if all(corr[s][k] is not None for s in sampled) else None)
+                             for k in corr[sampled[0]]}
     for s in sampled:
         del corr[s], metrics[s]
     return {"metrics": metrics, "ratios": ratios, "correlations": corr, "test_sequences": len(corpus.test)}
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def summary_line(result: dict[str, Any]) -> str:
@@ -175,8 +189,8 @@ def summary_line(result: dict[str, Any]) -> str:
     return (f"lve_max/template lips: audio_argmax {r['audio_argmax']['lips']['lve_max']:.3f} "
             f"audio_sampled {r['audio_sampled']['lips']['lve_max']:.3f} recon {r['recon']['lips']['lve_max']:.3f} "
             f"mean_face {r['mean_face']['lips']['lve_max']:.3f} | brow r: sampled~env "
-            f"{c['audio_sampled']['brow_vs_envelope']:.2f} (lag {c['audio_sampled']['brow_vs_envelope_lag']:.2f}), "
-            f"sampled~true {c['audio_sampled']['brow_vs_brow_true']:.2f}, recon~true "
-            f"{c['recon']['brow_vs_brow_true']:.2f}, std sampled/true {c['audio_sampled']['brow_std_ratio']:.2f} | "
-            f"mouth r: sampled {c['audio_sampled']['mouth_vs_mouth_true']:.2f} argmax "
-            f"{c['audio_argmax']['mouth_vs_mouth_true']:.2f}")
+            f"{_f(c['audio_sampled']['brow_vs_envelope'])} (lag {_f(c['audio_sampled']['brow_vs_envelope_lag'])}), "
+            f"sampled~true {_f(c['audio_sampled']['brow_vs_brow_true'])}, recon~true "
+            f"{_f(c['recon']['brow_vs_brow_true'])}, std sampled/true {_f(c['audio_sampled']['brow_std_ratio'])} | "
+            f"mouth r: sampled {_f(c['audio_sampled']['mouth_vs_mouth_true'])} argmax "
+            f"{_f(c['audio_argmax']['mouth_vs_mouth_true'])}")

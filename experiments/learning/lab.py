@@ -19,6 +19,9 @@ recipe option needs around them:
   raise (the entropy bonus alone does).
 - `decoder_weight_decay`, `decay_code_input`: Adam's L2 term on the decoder (the reference: 1e-3); with
   `decay_code_input=False` the decoder's code-fusion layer (the one that reads the one-hot) is left out.
+- `expression_pretrain_steps`: the same for the expression encoder, on the upper face's principal components
+  (`expression_pretrain_components`), so that the expression code carries the brows and lids before the
+  categorical code is learned.
 - `encoder_freeze_steps`: the expression encoder and fusion MLP get no update for the first N stage-1 steps.
 - `context_mask`, `gumbel_noise_scale`, `heads`, `classes`: `MeshTalkConfig` fields.
 
@@ -79,6 +82,9 @@ class Recipe:
     audio_pretrain_frames: int = 8
     audio_pretrain_batch: int = 16
     freeze_audio: bool = False
+    # expression pre-training (departure; 0 = none): regress the upper face's principal components
+    expression_pretrain_steps: int = 0
+    expression_pretrain_components: int = 8
     # stage 1
     steps1: int = 500
     lr1: float = 1e-4
@@ -125,6 +131,10 @@ RECIPES: dict[str, dict[str, Any]] = {
                  "decoder_weight_decay": 0.0, "entropy_bonus": 0.1, "confidence_weight": 0.1,
                  "context_mask": "first-strict", "steps1": 2000, "max_minutes1": 33.0, "steps2": 1000,
                  "max_minutes2": 15.0},
+    "proposed-expr": {"audio_pretrain_steps": 250, "freeze_audio": True, "expression_pretrain_steps": 150,
+                      "lr1": 1e-3, "lr2": 1e-3, "decoder_weight_decay": 0.0, "entropy_bonus": 0.1,
+                      "confidence_weight": 0.1, "context_mask": "first-strict", "steps1": 2000,
+                      "max_minutes1": 28.0, "steps2": 1000, "max_minutes2": 12.0},
     "candidate": {"audio_pretrain_steps": 250, "freeze_audio": True, "lr1": 1e-3, "lr2": 1e-3,
                   "decoder_weight_decay": 0.0, "entropy_bonus": 0.1, "confidence_weight": 0.1,
                   "context_mask": "first-strict"},
@@ -216,30 +226,33 @@ class AudioCache:
                             for s, a in zip(batch["sequence"], batch["start"], strict=True)])
 
 
-def mouth_components(corpus: Corpus, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Principal components of the mouth region's displacement from the template over the training frames.
+def mouth_components(corpus: Corpus, k: int, region: str = "mouth", stride: int = 1
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Principal components of a region's displacement from the template over the training frames (every
+    ``stride``-th frame).
 
     Returns (vertex indices (M,), components (k, 3M), coefficient mean (k,), coefficient std (k,)).
     """
-    idx = torch.nonzero(corpus.masks["mouth"] > 0.5).squeeze(1)
+    idx = torch.nonzero(corpus.masks[region] > 0.5).squeeze(1)
     rows = []
     for entry in corpus.train:
         seq = read_sequence(corpus.store, entry)
-        rows.append((seq.vertices[:, idx.numpy()] - seq.template[idx.numpy()]).reshape(seq.n_frames, -1))
+        frames = seq.vertices[::stride, idx.numpy()]
+        rows.append((frames - seq.template[idx.numpy()]).reshape(frames.shape[0], -1))
     x = torch.from_numpy(np.concatenate(rows)).double()  # (N, 3M)
     centre = x.mean(0)
     _, s, vt = torch.linalg.svd(x - centre, full_matrices=False)
     comps = vt[:k]
     coef = (x - centre) @ comps.T
     explained = float((s[:k] ** 2).sum() / (s ** 2).sum())
-    print(f"mouth PCA: {k} components explain {explained:.3f} of the mouth motion")
+    print(f"{region} PCA: {k} components explain {explained:.3f} of the motion")
     return idx, comps.float(), (centre @ comps.T).float(), coef.std(0).float()
 
 
 def pretrain_audio(model: MeshTalk, corpus: Corpus, recipe: Recipe, log) -> dict[str, float]:
     """Regress mouth principal components from the audio code (a linear head, dropped afterwards)."""
     start = time.perf_counter()  # the principal components are part of the option's cost
-    idx, comps, coef_mean, coef_std = mouth_components(corpus, recipe.audio_pretrain_components)
+    idx, comps, coef_mean, coef_std = mouth_components(corpus, recipe.audio_pretrain_components, stride=4)
     pca_seconds = time.perf_counter() - start
     head = nn.Linear(model.config.audio_dim, comps.shape[0])
     encoder = model.encoder.audio
@@ -262,6 +275,36 @@ def pretrain_audio(model: MeshTalk, corpus: Corpus, recipe: Recipe, log) -> dict
             log({"stage": "audio", "step": step, "loss": float(loss.detach()), "r_pc1": float(r),
                  "seconds": time.perf_counter() - start})
         if step >= recipe.audio_pretrain_steps:
+            break
+    return {"seconds": time.perf_counter() - start, "pca_seconds": pca_seconds, "loss": float(loss.detach())}
+
+
+def pretrain_expression(model: MeshTalk, corpus: Corpus, recipe: Recipe, log) -> dict[str, float]:
+    """Regress the upper face's principal components from the expression code (a linear head, dropped
+    afterwards). Only the expression encoder learns; windows of ``frames1`` frames (its LSTM sees time)."""
+    start = time.perf_counter()
+    idx, comps, coef_mean, coef_std = mouth_components(corpus, recipe.expression_pretrain_components,
+                                                       region="upper_face", stride=4)
+    pca_seconds = time.perf_counter() - start
+    head = nn.Linear(model.config.expression_dim, comps.shape[0])
+    encoder = model.encoder.expression
+    encoder.train()
+    optimiser = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=recipe.audio_pretrain_lr)
+    for step, batch in enumerate(batches(corpus, recipe.frames1, recipe.batch, recipe.seed + 202), 1):
+        B, T = batch["vertices"].shape[:2]
+        disp = (batch["vertices"][:, :, idx] - batch["template"][:, None, idx]).reshape(B, T, -1)
+        target = (disp @ comps.T - coef_mean) / coef_std  # (B, T, k)
+        pred = head(encoder(batch["vertices"]))
+        loss = F.mse_loss(pred, target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if step % recipe.monitor_every == 0 or step == recipe.expression_pretrain_steps:
+            with torch.no_grad():
+                r = torch.corrcoef(torch.stack([pred[..., 0].flatten(), target[..., 0].flatten()]))[0, 1]
+            log({"stage": "expression", "step": step, "loss": float(loss.detach()), "r_pc1": float(r),
+                 "seconds": time.perf_counter() - start})
+        if step >= recipe.expression_pretrain_steps:
             break
     return {"seconds": time.perf_counter() - start, "pca_seconds": pca_seconds, "loss": float(loss.detach())}
 
@@ -471,8 +514,8 @@ class RunLog:
                        for k in keys if k in record), flush=True)
 
 
-def train(recipe: Recipe, corpus: Corpus, out: Path, *, stage1_from: Path | None = None
-          ) -> tuple[MeshTalk, dict[str, Any]]:
+def train(recipe: Recipe, corpus: Corpus, out: Path, *, stage1_from: Path | None = None,
+          audio_from: Path | None = None) -> tuple[MeshTalk, dict[str, Any]]:
     """Audio pre-training (optional), stage 1, stage 2; returns the model and the timings.
 
     With ``stage1_from`` (a run directory), the encoder and decoder are that run's and only stage 2 is trained
@@ -496,8 +539,16 @@ def train(recipe: Recipe, corpus: Corpus, out: Path, *, stage1_from: Path | None
                 timings[key] = previous[key]
         if recipe.audio_pretrain_steps and not recipe.freeze_audio:
             raise SystemExit("stage1_from needs freeze_audio or no audio pre-training")
-    elif recipe.audio_pretrain_steps:
-        timings["audio_pretrain"] = pretrain_audio(model, corpus, recipe, log)
+    else:
+        if audio_from is not None:  # a screen: reuse another run's pre-trained audio encoder
+            saved = torch.load(audio_from / "stage1.pt", weights_only=True)
+            model.load_state_dict({k: v for k, v in saved["model"].items() if k.startswith("encoder.audio.")},
+                                  strict=False)
+            timings["audio_from"] = str(audio_from)
+        elif recipe.audio_pretrain_steps:
+            timings["audio_pretrain"] = pretrain_audio(model, corpus, recipe, log)
+        if recipe.expression_pretrain_steps:
+            timings["expression_pretrain"] = pretrain_expression(model, corpus, recipe, log)
     cache = None
     if recipe.freeze_audio:
         t = time.perf_counter()
@@ -509,7 +560,8 @@ def train(recipe: Recipe, corpus: Corpus, out: Path, *, stage1_from: Path | None
         torch.save({"recipe": dataclasses.asdict(recipe), "config": model.config.to_dict(),
                     "model": model.state_dict(), "timings": timings}, out / "stage1.pt")
     timings["stage2"] = train_stage2(model, corpus, recipe, cache, log)
-    timings["total_seconds"] = (timings.get("audio_pretrain", {}).get("seconds", 0) + timings.get(
+    timings["total_seconds"] = (timings.get("audio_pretrain", {}).get("seconds", 0)
+                                + timings.get("expression_pretrain", {}).get("seconds", 0) + timings.get(
         "audio_cache_seconds", 0) + timings["stage1"]["seconds"] + timings["stage2"]["seconds"])
     torch.save({"recipe": dataclasses.asdict(recipe), "config": model.config.to_dict(),
                 "model": model.state_dict()}, out / "model.pt")

@@ -22,6 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     records = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
     audio = [r for r in records if r["stage"] == "audio"]
+    expression = [r for r in records if r["stage"] == "expression"]
     one = [r for r in records if r["stage"] == 1]
     two = [r for r in records if r["stage"] == 2]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
@@ -31,7 +32,9 @@ def main() -> None:
     if audio:
         ax.plot([r["step"] for r in audio], [r["loss"] for r in audio], label="regression loss (std. PCs)")
         ax.plot([r["step"] for r in audio], [r["r_pc1"] for r in audio], label="r, mouth PC1")
-    ax.set_title("audio pre-training")
+    if expression:
+        ax.plot([r["step"] for r in expression], [r["loss"] for r in expression], label="expression: regression loss")
+    ax.set_title("pre-training")
     ax.set_xlabel("step")
     ax.legend()
 
@@ -55,6 +58,7 @@ def main() -> None:
     ax2.plot(s1, [r["flip_rate"] for r in one], "C4", label="flip rate")
     ax2.plot(s1, [r["recon_ratio"] for r in one], "C5", label="recon / mean-face recon")
     ax2.plot(s1, [r["shuffle_ratio"] for r in one], "C6", label="shuffle change / mean-face recon")
+    ax2.set_ylim(0, 3)  # recon / mean-face starts near 30 (the untrained decoder), which would hide the rest
     ax.set_title("stage 1 code usage")
     ax.set_xlabel("step")
     ax.legend(loc="upper left", fontsize=8)

@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--assess-only", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stage1-from", type=Path, help="a run whose encoder and decoder are reused (stage 2 only)")
+    parser.add_argument("--audio-from", type=Path, help="a run whose pre-trained audio encoder is reused (screens)")
     parser.add_argument("overrides", nargs="*", help="recipe options as key=value")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -41,7 +42,7 @@ def main() -> None:
     else:
         recipe = lab.Recipe.parse(lab.RECIPES[args.recipe], args.overrides)
         print(recipe, flush=True)
-        model, timings = lab.train(recipe, corpus, args.out, stage1_from=args.stage1_from)
+        model, timings = lab.train(recipe, corpus, args.out, stage1_from=args.stage1_from, audio_from=args.audio_from)
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
     result = assess.assess(model, corpus, args.root / "raw", samples=recipe.eval_samples)
