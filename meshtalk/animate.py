@@ -19,12 +19,12 @@ How ``animate_file`` keeps memory bounded and runs faster than real time (docs/a
   pieces. ``segment_frames=None`` samples one chain, piece after piece, each started from the last 20 labels of
   the previous one (``sample_fast(prefix=...)``): exactly the labels of sampling the whole sequence at once.
   With ``segment_frames=L`` the sequence is cut into segments of L frames that are sampled side by side as one
-  batch, each warmed up on the 20 frames before it (those labels are thrown away). The sampler's cost per step
-  is mostly reading the context model's 71 MB of weights, almost the same for one sequence as for 16, so this is
-  several times faster on long audio; the price is that the chain restarts at each segment boundary;
+  batch, each warmed up on the 20 frames before it. The sampler's cost per step is mostly reading the context
+  model's 71 MB of weights, about the same for one sequence as for 30, so this is several times faster on long
+  audio; the price is that the chain restarts at each segment boundary, which the geometry crossfades over;
 - geometry: the decoder runs on a bounded number of frames at a time with its LSTM state carried over
-  (``decode``), the smoothing is a delay line of ``4 * len(masks)`` frames (``StreamSmoother``), and frames are
-  written to a memory-mapped file as they come.
+  (``DecoderStream``), the smoothing is a delay line of ``4 * len(masks)`` frames (``StreamSmoother``), and
+  frames are written to scratch files as they come (``AnimationWriter``).
 """
 
 from __future__ import annotations

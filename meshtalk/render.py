@@ -165,8 +165,8 @@ def predict_stored(store: str | Path, identity: str, sequence: str, checkpoint: 
                           identity_index=0)
     data = read_sequence(s, entry)
     template = torch.from_numpy(data.template)[None]  # (1, V, 3)
-    with torch.no_grad(), shape_agnostic_kernels():
-        codes = audio_codes(model, data)  # (1, T, audio_dim)
+    codes = audio_codes(model, data)  # (1, T, audio_dim); oneDNN's convolutions are the fast ones
+    with torch.no_grad(), shape_agnostic_kernels():  # the LSTMs see a new length: see evaluate
         if prediction == "reconstruction":
             return reconstruct(model, codes, torch.from_numpy(data.vertices)[None], template)[0].numpy()
         geometry = decode_samples(model, codes, template, argmax=argmax,
