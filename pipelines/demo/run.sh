@@ -49,11 +49,11 @@ train() {
     if [ -f "$run/last.pt" ]; then $MESHTALK train --out "$run" --resume; else $MESHTALK train --out "$run" "$@"; fi
 }
 
-step "8. train stage 1: audio and expression encoders and the decoder, small config, 400 steps ($OUT/stage1)"
-train "$OUT/stage1" --store "$OUT/store" --stage 1 --steps 400 --batch-size 4 --frames 16 --workers 1 "${SMALL[@]}"
+step "8. train stage 1: audio and expression encoders and the decoder, small config, 200 steps ($OUT/stage1)"
+train "$OUT/stage1" --store "$OUT/store" --stage 1 --steps 200 --batch-size 4 --frames 16 --workers 1 "${SMALL[@]}"
 
-step "9. train stage 2: the context model on the frozen stage-1 codes, 300 steps ($OUT/stage2)"
-train "$OUT/stage2" --store "$OUT/store" --stage 2 --init-from "$OUT/stage1/last.pt" --steps 300 --batch-size 4 \
+step "9. train stage 2: the context model on the frozen stage-1 codes, 200 steps ($OUT/stage2)"
+train "$OUT/stage2" --store "$OUT/store" --stage 2 --init-from "$OUT/stage1/last.pt" --steps 200 --batch-size 4 \
     --frames 32 --workers 1
 
 step "10. evaluate on the test sentences of the sentence split (never seen in training)"
@@ -87,7 +87,7 @@ printf 'metrics:     %s\n' "$RESULT"
 printf 'animation:   %s  (%s, from %s)\n' "$OUT/animation/animation.mp4" "$SEQUENCE" "$WAV"
 printf '             %s  (vertices, labels, faces)\n' "$OUT/animation/animation.npz"
 printf 'evaluation:  %s  (ground truth | prediction | error)\n' "$OUT/evaluation-view.mp4"
-printf '\nThis demo checks the plumbing, not the quality: 400 + 300 steps of the reference recipe on a small model\n'
+printf '\nThis demo checks the plumbing, not the quality: 200 + 200 steps of the reference recipe on a small model\n'
 printf 'do not learn to animate (the reference trains 50,000 + 15,000 steps; docs/training.md). Stage 1 collapses\n'
 printf 'to each identity'"'"'s average face (the warnings above), so every path scores alike and the face does not\n'
 printf 'follow the audio.\n'
