@@ -25,4 +25,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     # A pinned CPU wheel: an unpinned torch would pull a multi-GB CUDA build.
     .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi
-.venv/bin/python -m pip install -q -e ".[dev]"
+# The constraints keep a fresh install from backtracking through boto3 releases (see the file).
+.venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[dev]"
