@@ -47,7 +47,7 @@ def best_time(fn, repeats: int) -> float:
 
 
 def bench_sampling(quick: bool, device: str) -> None:
-    print(f"## Sampling: H = 16, C = 128, {FRAMES} frames, one sequence ({torch.get_num_threads()} threads)")
+    print(f"## Sampling: H = 16, C = 128, {FRAMES} frames, one sequence ({torch.get_num_threads()} thread(s))")
     torch.manual_seed(0)
     context = ContextModel(MeshTalkConfig.preset("meshtalk")).to(device).eval()
     audio_code = torch.randn(1, FRAMES, 128, device=device)
@@ -66,6 +66,12 @@ def bench_sampling(quick: bool, device: str) -> None:
     print(f"ratio fast / reference-order loop: {reference_s / fast_s:.0f}x; fast / reference release "
           f"({REFERENCE_RELEASE_SECONDS} s): {REFERENCE_RELEASE_SECONDS / fast_s:.0f}x")
     print(f"identical labels for identical noise ({n} frames x 16 heads): {'yes' if same else 'NO'}")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    seconds = best_time(lambda: sample_fast(context, audio_code, noise=noise), 3 if quick else 5)
+    torch.set_num_threads(threads)
+    print(f"fast sampler, 1 thread  : {FRAMES / seconds:8.1f} frames/s")
 
     inclusive = ContextModel(MeshTalkConfig.preset("meshtalk", context_mask="first-strict")).to(device).eval()
     sample_fast(inclusive, audio_code, noise=noise)
@@ -108,11 +114,19 @@ def train_step(stage: int, frames: int, device: str, repeats: int) -> dict:
 
     step()  # warm-up: Adam's state, allocator
     seconds = best_time(step, repeats)
+    cpu_seconds = min(_cpu_time(step) for _ in range(repeats))
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"stage": stage, "frames": frames, "seconds": seconds, "peak_mib": peak}
+    return {"stage": stage, "frames": frames, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak}
+
+
+def _cpu_time(fn) -> float:
+    """CPU seconds of this process (all its threads) spent in one call: other jobs on the machine do not count."""
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
 
 
 def bench_training(quick: bool, device: str, threads: int) -> None:
@@ -123,7 +137,8 @@ def bench_training(quick: bool, device: str, threads: int) -> None:
         command = [sys.executable, __file__, "--train-step", str(stage), "--frames", str(frames), "--device", device,
                    "--threads", str(threads), "--repeats", "2" if quick else "4"]
         result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-        print(f"stage {stage}, T = {frames:2d}: {result['seconds']:.2f} s/step, {result['peak_mib']:,.0f} MiB")
+        print(f"stage {stage}, T = {frames:2d}: {result['seconds']:.2f} s/step (CPU time "
+              f"{result['cpu_seconds']:.2f} s), {result['peak_mib']:,.0f} MiB")
     print("(the reference code, measured here: stage 1 at T = 32 about 1.6 s, stage 2 at T = 64 about 2.7 s, "
           "peak RSS 3.0 GB)")
 
