@@ -18,6 +18,7 @@ copy of the audio.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def envelope(audio: np.ndarray, n_frames: int) -> np.ndarray:
     edges = np.round(np.arange(n_frames + 1) * 16000 / 30).astype(int)
     audio = np.asarray(audio, np.float64)
     return np.array([np.sqrt(np.mean(audio[a:b] ** 2)) if b > a else 0.0
-                     for a, b in zip(edges[:-1], edges[1:], strict=True)])
+                     for a, b in itertools.pairwise(edges)])
 
 
 def pooled_corr(xs: list[np.ndarray], ys: list[np.ndarray], lag: int = 0) -> float:
@@ -118,10 +119,10 @@ def assess(model: MeshTalk, corpus, raw: Path, *, samples: int = 3, seed: int = 
             geometry = smooth_regions(model.decoder(tmpl, drawn.one_hot), smooth_masks)
             predictions[f"audio_sampled_{k}"] = geometry[0].numpy()
 
-        def brow(x: np.ndarray) -> np.ndarray:
+        def brow(x: np.ndarray, template: np.ndarray = template) -> np.ndarray:
             return (x[:, forehead, 1] - template[forehead, 1]).mean(1)
 
-        def mouth(x: np.ndarray) -> np.ndarray:
+        def mouth(x: np.ndarray, template: np.ndarray = template, up=up, low=low) -> np.ndarray:
             return np.linalg.norm(x[:, up] - x[:, low], axis=-1) - np.linalg.norm(template[up] - template[low])
 
         for name, p in predictions.items():

@@ -81,6 +81,7 @@ class Recipe:
     audio_pretrain_components: int = 16
     audio_pretrain_frames: int = 8
     audio_pretrain_batch: int = 16
+    audio_pretrain_pca_stride: int = 1  # PCA over every n-th training frame (the confirm run used all frames)
     freeze_audio: bool = False
     # expression pre-training (departure; 0 = none): regress the upper face's principal components
     expression_pretrain_steps: int = 0
@@ -252,7 +253,8 @@ def mouth_components(corpus: Corpus, k: int, region: str = "mouth", stride: int 
 def pretrain_audio(model: MeshTalk, corpus: Corpus, recipe: Recipe, log) -> dict[str, float]:
     """Regress mouth principal components from the audio code (a linear head, dropped afterwards)."""
     start = time.perf_counter()  # the principal components are part of the option's cost
-    idx, comps, coef_mean, coef_std = mouth_components(corpus, recipe.audio_pretrain_components, stride=4)
+    idx, comps, coef_mean, coef_std = mouth_components(corpus, recipe.audio_pretrain_components,
+                                                       stride=recipe.audio_pretrain_pca_stride)
     pca_seconds = time.perf_counter() - start
     head = nn.Linear(model.config.audio_dim, comps.shape[0])
     encoder = model.encoder.audio

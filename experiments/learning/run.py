@@ -17,10 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import torch  # noqa: E402
-
-import assess  # noqa: E402
-import lab  # noqa: E402
+import assess
+import lab
+import torch
 
 
 def main() -> None:
