@@ -68,6 +68,8 @@ def train(
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints (1000).")] = None,
     val_every: Annotated[int | None, typer.Option(help="Steps between validations (1000; 0: none).")] = None,
     monitor_every: Annotated[int | None, typer.Option(help="Steps between collapse monitors (100).")] = None,
+    recipe: Annotated[str | None, typer.Option(help="A named recipe whose values come first: reference (the "
+                                               "default) or fast (docs/training.md, \"Recipe\").")] = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="A JSON file of config values.")] = None,
     assignments: Annotated[list[str] | None, typer.Option(
         "--set", help="Any config value, KEY=VALUE (JSON values; model.* and recipe.* for nested ones).")] = None,
@@ -75,9 +77,14 @@ def train(
     """Train MeshTalk stage 1 or 2 on a store; resumable, with collapse monitors (docs/training.md)."""
     import json
 
-    from meshtalk.train import main_entry, merge, parse_assignments
+    from meshtalk.train import RECIPES, main_entry, merge, parse_assignments
 
-    values: dict = json.loads(config_file.read_text()) if config_file is not None else {}
+    if recipe is not None and recipe not in RECIPES:
+        raise typer.BadParameter(f"unknown recipe {recipe!r} (expected one of {', '.join(RECIPES)})",
+                                 param_hint="--recipe")
+    values: dict = RECIPES[recipe] if recipe is not None else {}
+    if config_file is not None:
+        values = merge(values, json.loads(config_file.read_text()))
     given = {"store": store, "stage": stage, "init_from": init_from, "steps": steps, "batch_size": batch_size,
              "frames": frames, "lr": lr, "split": split, "model_preset": preset, "workers": workers,
              "device": device, "bf16": bf16, "compile": compile_model, "grad_clip": grad_clip, "seed": seed,
@@ -91,6 +98,22 @@ def train(
                    f"`meshtalk train --out {result.run} --resume`)", err=True)
         raise typer.Exit(128 + result.stopped_by)
     typer.echo(f"step {result.step}: {result.checkpoint}")
+
+
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories of `meshtalk train` (stage 1 and/or 2).")],
+    out: Annotated[Path, typer.Option("--out", help="The PNG to write.")],
+    title: Annotated[str | None, typer.Option(help="Figure title (default: the run paths).")] = None,
+) -> None:
+    """The losses, collapse monitors, pre-training and validation curves of training runs in one PNG."""
+    from meshtalk.plots import plot_runs
+
+    for run in runs:
+        if not (run / "log.jsonl").is_file():
+            raise typer.BadParameter(f"{run}: no log.jsonl (expected a run directory of `meshtalk train`)",
+                                     param_hint="RUNS")
+    typer.echo(f"wrote {plot_runs(runs, out, title=title)}")
 
 
 @app.command()

@@ -4,7 +4,9 @@ A batch is a dict of tensors:
 - ``mel``: B x T x 80 x 101 log-mel, one one-second window per mesh frame (``facedata.audio.mel_windows``);
 - ``vertices``: B x T x V x 3 tracked geometry, mm;
 - ``template``: B x V x 3 neutral face of each sequence's subject, mm;
-- ``mouth``, ``upper_face``, ``eyelid``: V soft vertex weights in [0, 1] (stage 1 only).
+- ``mouth``, ``upper_face``, ``eyelid``: V soft vertex weights in [0, 1] (stage 1 only);
+- ``audio_code`` (optional): B x T x audio_dim codes of a frozen audio encoder, used in place of running it on
+  ``mel`` (the trainer's cache, ``meshtalk.recipes.AudioCodeCache``).
 Stage 1 trains the encoder and decoder, stage 2 the context model over the frozen encoder's labels; the caller
 puts the model in train or eval mode (the reference keeps the encoder in eval mode in stage 2).
 """
@@ -56,6 +58,13 @@ class BatchShard:
         return cls(0, size, size)
 
 
+def audio_code(model: MeshTalk, batch: dict[str, Tensor]) -> Tensor:
+    """The batch's audio codes B x T x audio_dim: ``batch["audio_code"]`` when the trainer caches a frozen audio
+    encoder's codes (``meshtalk.recipes.AudioCodeCache``), else the audio encoder's output for ``batch["mel"]``."""
+    cached = batch.get("audio_code")
+    return cached if cached is not None else model.encoder.audio(batch["mel"])
+
+
 def stage1_losses(model: MeshTalk, batch: dict[str, Tensor], *, rng: random.Random | None = None,
                   shard: BatchShard | None = None) -> ForwardResult:
     """Stage-1 losses: reconstruction, eyelid landmarks and modality crossing, three decodes in one pass.
@@ -92,7 +101,7 @@ def stage1_losses(model: MeshTalk, batch: dict[str, Tensor], *, rng: random.Rand
                          actual=f"B = {rows.size}")
     H, C = model.config.heads, model.config.classes
     encoder = model.encoder
-    audio, expression = encoder.audio(mel), encoder.expression(vertices)  # (B, T, 128) each
+    audio, expression = audio_code(model, batch), encoder.expression(vertices)  # (B, T, 128) each
 
     shape = (rows.size, T, H, C)  # drawn for the whole batch, cut to this process's rows
     own = torch.arange(rows.start, rows.stop, device=mel.device)
@@ -142,9 +151,9 @@ def stage2_losses(model: MeshTalk, batch: dict[str, Tensor]) -> ForwardResult:
     check_batch(batch, model, ("vertices", "mel"))
     C = model.config.classes
     with torch.no_grad():
-        codes = model.encoder(batch["mel"], batch["vertices"])
-        labels = codes.logprobs.argmax(dim=-1)  # (B, T, H)
-    logprobs = model.context(F.one_hot(labels, C).to(codes.audio.dtype), codes.audio)  # (B, T, H, C)
+        audio = audio_code(model, batch)
+        labels = model.encoder.fusion(model.encoder.expression(batch["vertices"]), audio).argmax(dim=-1)  # (B, T, H)
+    logprobs = model.context(F.one_hot(labels, C).to(audio.dtype), audio)  # (B, T, H, C)
     cross_entropy = F.nll_loss(logprobs.reshape(-1, C), labels.reshape(-1))
     return ForwardResult(losses={"cross_entropy": cross_entropy},
                          outputs={"logprobs": logprobs.detach(), "labels": labels})
@@ -172,8 +181,9 @@ def check_batch(batch: dict[str, Tensor], model: MeshTalk, keys: tuple[str, ...]
         "mouth": (V,),
         "upper_face": (V,),
         "eyelid": (V,),
+        "audio_code": (B, T, config.audio_dim),
     }
-    for key in keys:
+    for key in (*keys, *(["audio_code"] if "audio_code" in batch else [])):
         if key not in batch:
             raise InputError(f"batch.{key}", "missing", expected=f"shape {expected[key]}", actual="no key")
         shape = tuple(batch[key].shape)

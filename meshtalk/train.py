@@ -46,7 +46,7 @@ from torch import Tensor
 
 from facedata.errors import FacedataError, InputError, StoreError
 from facedata.store import Store, write_json_atomic
-from meshtalk import distributed, objectives
+from meshtalk import distributed, objectives, recipes
 from meshtalk.checkpoint import git_revision, load_checkpoint, load_state, save_checkpoint
 from meshtalk.config import MeshTalkConfig
 from meshtalk.data import (
@@ -66,6 +66,7 @@ from meshtalk.metrics import MetricAccumulator
 from meshtalk.model import MeshTalk
 from meshtalk.monitors import CollapseThresholds, collapse_warnings, stage1_monitors, stage2_monitors, summarise
 from meshtalk.objectives import BatchShard, ForwardResult
+from meshtalk.recipes import AudioCodeCache, FusionCapture
 
 
 class TrainingError(FacedataError, RuntimeError):
@@ -82,8 +83,42 @@ class Recipe:
     Add a departure as a field here (default = the reference's behaviour) and act on it in the hooks of the
     "Recipe" section below; nothing else in the trainer changes. ``docs/training.md`` ("Recipe") lists them.
     Departures that are plain settings live where the setting lives: ``model.gumbel_noise_scale`` and
-    ``model.context_mask`` in the model config, ``decoder_weight_decay`` in the run config.
+    ``model.context_mask`` in the model config, ``lr`` and ``decoder_weight_decay`` in the run config. ``RECIPES``
+    names sets of departures; ``meshtalk train --recipe NAME`` starts from one.
+
+    Attributes:
+        audio_pretrain_steps: stage 1 starts with this many steps in which the audio encoder alone regresses the
+            mouth's first ``audio_pretrain_components`` principal components (a linear head, dropped afterwards;
+            Adam at ``audio_pretrain_lr``, windows of ``audio_pretrain_frames`` frames, ``audio_pretrain_batch``
+            per step). 0: none (the reference). Not repeated on resume; an interrupted pre-training restarts.
+        freeze_audio: the audio encoder gets no updates and stays in eval mode (both stages); its codes of the
+            training sentences are computed once and cached (``meshtalk.recipes.AudioCodeCache``).
+        entropy_bonus: stage 1 subtracts this times the entropy of the batch-average class distribution (nats,
+            mean over heads) of the reconstruction's code: a head cannot put every frame in one class.
+        confidence_weight: stage 1 adds this times the mean entropy of each frame's class distribution. Equal to
+            ``entropy_bonus`` the two terms are minus the information the code carries about its frame.
     """
+
+    audio_pretrain_steps: int = 0
+    audio_pretrain_lr: float = 1e-3
+    audio_pretrain_components: int = 16
+    audio_pretrain_frames: int = 8
+    audio_pretrain_batch: int = 16
+    freeze_audio: bool = False
+    entropy_bonus: float = 0.0
+    confidence_weight: float = 0.0
+
+
+# Named recipes: config values applied before the run's own (``--recipe NAME``; docs/training.md, "Recipe").
+RECIPES: dict[str, dict[str, Any]] = {
+    # The reference's settings (meshtalk-reference.md): Adam at 1e-4, decoder weight decay 1e-3, strict mask.
+    "reference": {},
+    # Learns a synthetic talking face on 2 CPU cores within an hour where the reference collapses
+    # (experiments/learning/RESULTS.md): each departure is needed, and the evidence for each is there.
+    "fast": {"lr": 1e-3, "decoder_weight_decay": 0.0, "model": {"context_mask": "first-strict"},
+             "recipe": {"audio_pretrain_steps": 250, "freeze_audio": True, "entropy_bonus": 0.1,
+                        "confidence_weight": 0.1}},
+}
 
 
 # Reference settings that differ between the stages (meshtalk-reference.md, "Training and inference settings").
@@ -192,6 +227,15 @@ class TrainConfig:
         if self.stage == 2 and self.init_from is None:
             raise InputError("config.init_from", "stage 2 trains on a stage-1 encoder's codes",
                              expected="a stage-1 checkpoint (--init-from RUN/last.pt)", actual="none")
+        recipe = self.recipe
+        for name in ("audio_pretrain_steps", "audio_pretrain_components", "audio_pretrain_frames",
+                     "audio_pretrain_batch"):
+            if getattr(recipe, name) < (0 if name == "audio_pretrain_steps" else 1):
+                raise InputError(f"config.recipe.{name}", "out of range", expected=">= 1 (steps: >= 0)",
+                                 actual=getattr(recipe, name))
+        if recipe.audio_pretrain_steps and not recipe.audio_pretrain_lr > 0:
+            raise InputError("config.recipe.audio_pretrain_lr", "not positive", expected="> 0",
+                             actual=recipe.audio_pretrain_lr)
         if not self.lr > 0:
             raise InputError("config.lr", "not positive", expected="> 0", actual=self.lr)
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -243,11 +287,52 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 # --- recipe: the only place where departures from the reference act -------------------------------------------------
 
 
+@dataclass
+class RecipeState:
+    """What the recipe's hooks keep during a run (``start_recipe``)."""
+
+    audio_codes: AudioCodeCache | None = None  # freeze_audio: the training sentences' audio codes
+    fusion: FusionCapture | None = None  # the information bonus: the fusion MLP's output of the step
+    shard: BatchShard | None = None  # this rank's rows of the batch (data parallel)
+
+
+def start_recipe(config: TrainConfig, model: MeshTalk, store: Store, entries: list[SequenceEntry],
+                 masks: dict[str, np.ndarray], *, device: torch.device, resumed: bool, shard: BatchShard | None,
+                 log: Callable[[str, dict[str, Any]], None]) -> RecipeState:
+    """Act on the recipe before the optimiser is built: pre-train, freeze, cache, hook. Reference: nothing."""
+    recipe, state = config.recipe, RecipeState(shard=shard)
+    if config.stage == 1 and recipe.audio_pretrain_steps and not resumed:
+        result = recipes.pretrain_audio(
+            model, store, entries, masks["mouth"], steps=recipe.audio_pretrain_steps, lr=recipe.audio_pretrain_lr,
+            components=recipe.audio_pretrain_components, frames=recipe.audio_pretrain_frames,
+            batch_size=recipe.audio_pretrain_batch, seed=config.seed + 101, device=device,
+            log=lambda step, values: log(f"audio pre-training step {step}/{recipe.audio_pretrain_steps}",
+                                         {"pretrain_step": step, **values}))
+        log("audio pre-training done", result)
+    if recipe.freeze_audio:
+        model.encoder.audio.requires_grad_(False)
+        start = time.perf_counter()
+        state.audio_codes = recipes.AudioCodeCache(model, store, entries, device)
+        log("audio codes cached", {"sentences": len(entries), "seconds": time.perf_counter() - start})
+    if config.stage == 1 and (recipe.entropy_bonus or recipe.confidence_weight):
+        state.fusion = recipes.FusionCapture(model)
+    return state
+
+
+def recipe_batch(config: TrainConfig, state: RecipeState, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The training batch as the objective gets it. Reference: unchanged; freeze_audio: with cached audio codes."""
+    if state.audio_codes is None:
+        return batch
+    codes = state.audio_codes.batch(batch["sequence"], batch["start"], batch["vertices"].shape[1])
+    return batch | {"audio_code": codes.to(batch["vertices"].device)}
+
+
 def parameter_groups(config: TrainConfig, model: MeshTalk) -> list[dict[str, Any]]:
     """Adam's parameter groups. Reference: stage 1 trains encoder (no decay) and decoder (``decoder_weight_decay``);
-    stage 2 trains the context model."""
+    stage 2 trains the context model. A frozen audio encoder (``freeze_audio``) is left out."""
     if config.stage == 1:
-        return [{"name": "encoder", "params": list(model.encoder.parameters()), "weight_decay": 0.0},
+        encoder = [p for p in model.encoder.parameters() if p.requires_grad]
+        return [{"name": "encoder", "params": encoder, "weight_decay": 0.0},
                 {"name": "decoder", "params": list(model.decoder.parameters()),
                  "weight_decay": config.decoder_weight_decay}]
     return [{"name": "context", "params": list(model.context.parameters()), "weight_decay": 0.0}]
@@ -262,16 +347,23 @@ def before_step(config: TrainConfig, model: MeshTalk, step: int) -> None:
     """Per-step schedules (freezing, noise annealing, ...) acting on the model before the forward. Reference: none."""
 
 
-def extra_losses(config: TrainConfig, model: MeshTalk, batch: dict[str, Tensor], result: ForwardResult, step: int
-                 ) -> dict[str, Tensor]:
+def extra_losses(config: TrainConfig, state: RecipeState, batch: dict[str, Tensor], result: ForwardResult,
+                 step: int) -> dict[str, Tensor]:
     """Loss terms added to the objective's (each a scalar, summed into the total and logged by name).
 
     ``result`` is the forwarder's: its losses and its detached outputs (stage 1: ``logprobs``, ``labels``,
-    ``geometry`` of the reconstruction decode). A term that needs gradients through an intermediate tensor (say
-    the fusion log-probs) can capture it with a forward hook on the module (``model.encoder.fusion``) registered
-    when the run starts. Reference: none.
+    ``geometry`` of the reconstruction decode). A term that needs gradients through an intermediate tensor takes
+    it from a forward hook registered by ``start_recipe`` (the fusion log-probs: ``state.fusion``). Reference: none;
+    the information bonus: ``-entropy_bonus * batch_entropy`` and ``confidence_weight * frame_entropy`` of the
+    reconstruction's code (the first B rows of the fusion MLP's 3B).
     """
-    return {}
+    if state.fusion is None or state.fusion.output is None:
+        return {}
+    rows = batch["vertices"].shape[0]
+    terms = recipes.information_terms(state.fusion.output[:rows], state.shard or BatchShard.whole(rows))
+    state.fusion.output = None
+    return {"batch_entropy_bonus": -config.recipe.entropy_bonus * terms["batch_entropy"],
+            "frame_entropy_penalty": config.recipe.confidence_weight * terms["frame_entropy"]}
 
 
 # --- the objective (batch -> named losses) ----------------------------------------------------------------------------
@@ -289,12 +381,15 @@ def make_objective(config: TrainConfig, model: MeshTalk, masks: dict[str, Tensor
     return lambda batch: objectives.stage2_losses(model, batch)
 
 
-def set_train_mode(model: MeshTalk, stage: int) -> None:
-    """Stage 1 trains encoder and decoder; stage 2 the context model, with the encoder frozen in eval mode."""
+def set_train_mode(config: TrainConfig, model: MeshTalk) -> None:
+    """Stage 1 trains encoder and decoder; stage 2 the context model, with the encoder frozen in eval mode. A
+    frozen audio encoder (``freeze_audio``) stays in eval mode, as its cached codes were computed."""
     model.train()
-    if stage == 2:
+    if config.stage == 2:
         model.encoder.eval()  # no dropout in the frozen encoder
         model.decoder.eval()
+    if config.recipe.freeze_audio:
+        model.encoder.audio.eval()
 
 
 # --- building the run ------------------------------------------------------------------------------------------------
@@ -747,6 +842,14 @@ def _train(config: TrainConfig, world: World, *, trainer_state: dict[str, Any] |
     else:
         model, origin = build_model(config, statistics, n_vertices)
     model = model.to(device)
+
+    def recipe_log(message: str, values: dict[str, Any]) -> None:
+        log.write("recipe", step, message=message, **values)
+        if bar is not None:
+            bar.console.print(f"{message}: {_format(values)}", highlight=False)
+
+    recipe_state = start_recipe(config, model, store, train_entries, masks, device=device, resumed=resumed,
+                                shard=world.shard(config.batch_size), log=recipe_log)
     if config.stage == 2:
         for module in (model.encoder, model.decoder):
             module.requires_grad_(False)
@@ -770,7 +873,7 @@ def _train(config: TrainConfig, world: World, *, trainer_state: dict[str, Any] |
     def forward(batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         """The step's named loss terms: the objective's and the recipe's."""
         result = train_objective(batch)
-        return result.losses | extra_losses(config, model, batch, result, step)
+        return result.losses | extra_losses(config, recipe_state, batch, result, step)
 
     step_losses: Callable[[dict[str, Tensor], int], dict[str, Tensor]] = forward
     if world.launched:
@@ -821,9 +924,10 @@ def _train(config: TrainConfig, world: World, *, trainer_state: dict[str, Any] |
         # Every rank learns of a signal that any rank received before the step, so all stop after the same step.
         while step < config.steps and world.agree_stop(stop.received) is None:
             batch = {k: v.to(device, non_blocking=True) for k, v in next(loader).items()}
+            batch = recipe_batch(config, recipe_state, batch)
 
             # One step: forward, guard, backward, update.
-            set_train_mode(model, config.stage)
+            set_train_mode(config, model)
             before_step(config, model, step)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step, group)

@@ -192,7 +192,7 @@ def test_nan_guard_names_the_step_and_the_sequences(tiny_store, tmp_path):
 
 
 def test_nan_guard_catches_a_term_added_by_the_recipe(tiny_store, tmp_path, monkeypatch):
-    def poisoned(config, model, batch, result, step):
+    def poisoned(config, state, batch, result, step):
         return {"bonus": torch.tensor(float("inf"))} if step == 1 else {}
 
     monkeypatch.setattr(train_module, "extra_losses", poisoned)
@@ -203,7 +203,7 @@ def test_nan_guard_catches_a_term_added_by_the_recipe(tiny_store, tmp_path, monk
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"stage": 1, "learning_rate": 1.0}, "unknown key 'learning_rate'"),
-    ({"stage": 1, "recipe": {"entropy_bonus": 0.1}}, "config.recipe: unknown key 'entropy_bonus'"),
+    ({"stage": 1, "recipe": {"entropy_bonsu": 0.1}}, "config.recipe: unknown key 'entropy_bonsu'"),
     ({"stage": 3}, "unknown stage"),
     ({"stage": 2}, "stage 2 trains on a stage-1 encoder's codes"),
     ({"stage": 1, "batch_size": 1}, "stage 1 swaps codes"),

@@ -1,0 +1,139 @@
+"""The recipe's departures from the reference: audio pre-training, the frozen and cached audio encoder, the
+information bonus, and the named ``fast`` recipe run through the trainer (tiny store, small model)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from facedata.store import Store
+from meshtalk.checkpoint import load_checkpoint
+from meshtalk.config import MeshTalkConfig
+from meshtalk.data import WindowDataset, select_sequences
+from meshtalk.model import MeshTalk
+from meshtalk.objectives import BatchShard, stage2_losses
+from meshtalk.recipes import AudioCodeCache, information_terms, region_components
+from meshtalk.train import RECIPES, TrainConfig, main_entry, merge, read_log
+
+SMALL = {"heads": 4, "classes": 8, "context_channels_per_head": 8}
+
+
+def fast_settings(store, out, **changes) -> dict:
+    values = merge(RECIPES["fast"], {"store": str(store), "out": str(out), "stage": 1, "steps": 4, "frames": 8,
+                                     "batch_size": 2, "workers": 0, "model": SMALL, "monitor_every": 2,
+                                     "val_every": 0, "checkpoint_every": 2,
+                                     "recipe": {"audio_pretrain_steps": 3, "audio_pretrain_batch": 4,
+                                                "audio_pretrain_components": 4}})
+    return merge(values, changes)
+
+
+def small_model(n_vertices: int = 64, seed: int = 0) -> MeshTalk:
+    torch.manual_seed(seed)
+    return MeshTalk(MeshTalkConfig.preset("meshtalk", n_vertices=n_vertices, **SMALL)).eval()
+
+
+def test_fast_recipe_resolves_to_its_departures():
+    config = TrainConfig.from_dict(merge(RECIPES["fast"], {"store": "s", "out": "o"}))
+    assert config.lr == 1e-3 and config.decoder_weight_decay == 0.0
+    assert config.model == {"context_mask": "first-strict"}
+    assert config.recipe.audio_pretrain_steps == 250 and config.recipe.freeze_audio
+    assert config.recipe.entropy_bonus == config.recipe.confidence_weight == 0.1
+    assert TrainConfig.from_dict({"store": "s", "out": "o"}).recipe == TrainConfig.from_dict(
+        merge(RECIPES["reference"], {"store": "s", "out": "o"})).recipe
+
+
+def test_information_terms_measure_how_the_code_is_used():
+    C, shard = 8, BatchShard.whole(4)
+    uniform = torch.full((4, 3, 2, C), -math.log(C))
+    terms = information_terms(uniform, shard)
+    assert float(terms["batch_entropy"]) == pytest.approx(math.log(C))
+    assert float(terms["frame_entropy"]) == pytest.approx(math.log(C))  # information 0
+    # Each of the 12 frames certain of its own class (C = 12 here): information log 12.
+    certain = torch.full((4, 3, 2, 12), -30.0)
+    for i in range(12):
+        certain.view(12, 2, 12)[i, :, i] = 0.0
+    terms = information_terms(certain.log_softmax(-1), shard)
+    assert float(terms["batch_entropy"]) == pytest.approx(math.log(12), abs=1e-4)
+    assert float(terms["frame_entropy"]) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_region_components_match_a_full_pca(tiny_store):
+    store = Store(tiny_store)
+    entries = select_sequences(store, split="sentence", subset="train")
+    mask = store.masks()["mouth"]
+    pca = region_components(store, entries, mask, 3)
+    rows = []
+    for entry in entries:
+        arrays = store.open_sequence(entry.path)
+        vertices = np.asarray(arrays.vertices[:])[:, mask > 0.5]
+        rows.append((vertices - store.template(entry.identity)[mask > 0.5]).reshape(len(vertices), -1))
+    x = np.concatenate(rows).astype(np.float64)
+    _, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    assert np.flatnonzero(mask > 0.5).tolist() == pca.vertices.tolist()
+    for k in range(3):  # the same directions up to sign, the same spread
+        assert abs(float(np.dot(vt[k], pca.basis[k].double().numpy()))) == pytest.approx(1.0, abs=1e-4)
+    coefficients = (x @ pca.basis.double().numpy().T - pca.mean.double().numpy()) / pca.std.double().numpy()
+    np.testing.assert_allclose(coefficients.mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(coefficients.std(0), 1.0, rtol=1e-3)
+    assert pca.explained == pytest.approx(float((s[:3] ** 2).sum() / (s ** 2).sum()), rel=1e-6)
+
+
+def test_cached_audio_codes_are_the_eval_encoders(tiny_store):
+    store = Store(tiny_store)
+    entries = select_sequences(store, split="sentence", subset="train")
+    model = small_model()
+    cache = AudioCodeCache(model, store, entries, torch.device("cpu"), chunk=16)  # chunks cut sentences
+    batch = WindowDataset(store, entries, frames=8, seed=3).__getitems__(list(range(4)))
+    with torch.no_grad():
+        direct = model.encoder.audio(batch["mel"])
+        cached = cache.batch(batch["sequence"], batch["start"], 8)
+        torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-5)
+        with_cache = stage2_losses(model, batch | {"audio_code": cached}).losses["cross_entropy"]
+        without = stage2_losses(model, batch).losses["cross_entropy"]
+    torch.testing.assert_close(with_cache, without, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_recipe_pretrains_freezes_and_resumes_exactly(tiny_store, tmp_path):
+    out = tmp_path / "fast"
+    main_entry(fast_settings(tiny_store, out), resume=False, progress=False)
+    recipe_log = read_log(out, "recipe")
+    pretrain = [r for r in recipe_log if r["message"].startswith("audio pre-training step")]
+    assert [r["pretrain_step"] for r in pretrain] == [3]
+    assert math.isfinite(pretrain[0]["loss"]) and -1 <= pretrain[0]["r_first_component"] <= 1
+    assert [r["message"] for r in recipe_log][-1] == "audio codes cached"
+    train = read_log(out, "train")
+    for record in train:
+        losses = record["losses"]
+        assert {"batch_entropy_bonus", "frame_entropy_penalty"} <= set(losses)
+        assert losses["batch_entropy_bonus"] < 0 < losses["frame_entropy_penalty"]
+        assert losses["loss"] == pytest.approx(sum(v for k, v in losses.items() if k != "loss"), rel=1e-5)
+        assert record["lr"] == 1e-3
+
+    # Pre-training moved the audio encoder away from its initialisation; stage 1 then left it alone.
+    fresh = small_model()
+    middle = load_checkpoint(out / "checkpoints" / "step-0000002.pt").model.state_dict()
+    last = load_checkpoint(out / "last.pt").model.state_dict()
+    audio_keys = [k for k in last if k.startswith("encoder.audio.")]
+    assert audio_keys and all(torch.equal(middle[k], last[k]) for k in audio_keys)
+    assert any(not torch.equal(fresh.state_dict()[k], last[k]) for k in audio_keys)
+    assert any(not torch.equal(middle[k], last[k]) for k in last if k.startswith("encoder.fusion."))
+    assert load_checkpoint(out / "last.pt").model.config.context_mask == "first-strict"
+
+    # Resumed from step 2 (no second pre-training: the checkpoint holds it), the same losses bit for bit.
+    resumed = tmp_path / "resumed"
+    main_entry(fast_settings(tiny_store, resumed, steps=2), resume=False, progress=False)
+    main_entry({"out": str(resumed), "steps": 4}, resume=True, progress=False)
+    assert [r["losses"] for r in read_log(resumed, "train")] == [r["losses"] for r in train]
+    assert sum(r["message"] == "audio pre-training done" for r in read_log(resumed, "recipe")) == 1
+
+    # Stage 2 on the frozen encoder, with cached codes.
+    stage2 = tmp_path / "stage2"
+    main_entry(fast_settings(tiny_store, stage2, stage=2, steps=2, frames=16, init_from=str(out / "last.pt")),
+               resume=False, progress=False)
+    losses = [r["losses"] for r in read_log(stage2, "train")]
+    assert len(losses) == 2 and set(losses[0]) == {"loss", "cross_entropy"}
+    assert all(math.isfinite(v["loss"]) for v in losses)
+    assert [r["message"] for r in read_log(stage2, "recipe")] == ["audio codes cached"]
