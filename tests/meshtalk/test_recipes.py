@@ -137,3 +137,21 @@ def test_fast_recipe_pretrains_freezes_and_resumes_exactly(tiny_store, tmp_path)
     assert len(losses) == 2 and set(losses[0]) == {"loss", "cross_entropy"}
     assert all(math.isfinite(v["loss"]) for v in losses)
     assert [r["message"] for r in read_log(stage2, "recipe")] == ["audio codes cached"]
+
+
+def test_plot_draws_the_runs_curves(tiny_store, tmp_path):
+    from matplotlib.image import imread
+
+    from meshtalk.plots import plot_runs
+
+    run = tmp_path / "run"
+    main_entry(fast_settings(tiny_store, run, monitor_every=1), resume=False, progress=False)
+    image = imread(plot_runs([run], tmp_path / "curves.png"))
+    assert image.shape[:2] == (720, 1350)  # 15 x 8 inches at 90 dpi
+    # The panels with data hold coloured curves; an empty run directory's log gives only "no data" panels.
+    colour = lambda im: float((im[..., :3].max(-1) - im[..., :3].min(-1) > 0.3).mean())  # noqa: E731
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "log.jsonl").write_text("")
+    blank = imread(plot_runs([empty], tmp_path / "blank.png"))
+    assert colour(image) > 0.005 and colour(blank) < colour(image) / 5, (colour(image), colour(blank))
