@@ -58,7 +58,8 @@ def plot_runs(runs: list[str | Path], out: str | Path, *, title: str | None = No
                 steps, values = _series(chosen, key, inner)
                 if values:
                     label = inner or key
-                    ax.plot(steps, values, marker=".", markersize=3,
+                    ax.plot(steps, values, marker="." if len(values) <= 100 else None, markersize=3,
+                            linewidth=1.5 if len(values) <= 100 else 0.6,
                             label=label if len(logs) == 1 else f"{run.name}: {label}")
                     drawn = True
         ax.set_title(name)
