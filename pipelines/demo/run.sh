@@ -51,13 +51,13 @@ train() {
     if [ -f "$run/last.pt" ]; then $MESHTALK train --out "$run" --resume; else $MESHTALK train --out "$run" "$@"; fi
 }
 
-step "8. train stage 1: audio pre-training, then the encoders and the decoder, small config, 200 steps ($OUT/stage1)"
-train "$OUT/stage1" --store "$OUT/store" --stage 1 --recipe fast --set recipe.audio_pretrain_steps=100 --steps 200 \
-    --batch-size 4 --frames 16 --workers 1 "${SMALL[@]}"
+step "8. train stage 1: audio pre-training, then the encoders and the decoder, small config, 600 steps ($OUT/stage1)"
+train "$OUT/stage1" --store "$OUT/store" --stage 1 --recipe fast --set recipe.audio_pretrain_steps=100 --steps 600 \
+    --batch-size 8 --frames 16 --workers 1 "${SMALL[@]}"
 
-step "9. train stage 2: the context model on the frozen stage-1 codes, 200 steps ($OUT/stage2)"
-train "$OUT/stage2" --store "$OUT/store" --stage 2 --recipe fast --init-from "$OUT/stage1/last.pt" --steps 200 \
-    --batch-size 4 --frames 32 --workers 1
+step "9. train stage 2: the context model on the frozen stage-1 codes, 300 steps ($OUT/stage2)"
+train "$OUT/stage2" --store "$OUT/store" --stage 2 --recipe fast --init-from "$OUT/stage1/last.pt" --steps 300 \
+    --batch-size 8 --frames 32 --workers 1
 
 step "10. evaluate on the test sentences of the sentence split (never seen in training)"
 RESULT=$OUT/stage2/last.eval-sentence-test.json
