@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from facedata.store import Store
 from meshtalk.data import SequenceEntry, WindowDataset, WindowSampler, keep_batch, read_sequence
+from meshtalk.evaluate import audio_codes
 from meshtalk.model import MeshTalk
 from meshtalk.objectives import BatchShard
 
@@ -140,18 +141,12 @@ class AudioCodeCache:
     batch's ``sequence`` and ``start`` select its codes. Memory: audio_dim floats per frame (0.5 kB).
     """
 
-    def __init__(self, model: MeshTalk, store: Store, entries: list[SequenceEntry], device: torch.device, *,
-                 chunk: int = 128):
+    def __init__(self, model: MeshTalk, store: Store, entries: list[SequenceEntry], *, chunk: int = 128):
         encoder = model.encoder.audio
         was = encoder.training
         encoder.eval()
-        self.codes: list[Tensor] = []
-        with torch.no_grad():
-            for entry in entries:
-                seq = read_sequence(store, entry)
-                parts = [encoder(torch.from_numpy(seq.mel_windows(a, min(chunk, seq.n_frames - a)))[None]
-                                 .to(device))[0] for a in range(0, seq.n_frames, chunk)]
-                self.codes.append(torch.cat(parts))  # (n_frames, audio_dim)
+        self.codes = [audio_codes(model, read_sequence(store, entry), chunk_frames=chunk)[0]  # (n_frames, audio_dim)
+                      for entry in entries]
         encoder.train(was)
 
     def batch(self, sequence: Tensor, start: Tensor, frames: int) -> Tensor:

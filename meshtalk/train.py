@@ -312,7 +312,7 @@ def start_recipe(config: TrainConfig, model: MeshTalk, store: Store, entries: li
     if recipe.freeze_audio:
         model.encoder.audio.requires_grad_(False)
         start = time.perf_counter()
-        state.audio_codes = recipes.AudioCodeCache(model, store, entries, device)
+        state.audio_codes = recipes.AudioCodeCache(model, store, entries)
         log("audio codes cached", {"sentences": len(entries), "seconds": time.perf_counter() - start})
     if config.stage == 1 and (recipe.entropy_bonus or recipe.confidence_weight):
         state.fusion = recipes.FusionCapture(model)

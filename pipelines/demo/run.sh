@@ -65,16 +65,7 @@ $MESHTALK evaluate --store "$OUT/store" --checkpoint "$OUT/stage2/last.pt" --spl
 
 step "11. animate a held-out sentence from its WAV ($OUT/animation), and its evaluation view"
 # The first test sentence of the sentence split: its identity and sequence names.
-read -r IDENTITY SEQUENCE < <(.venv/bin/python - "$OUT/store" <<'EOF'
-import sys
-
-import polars as pl
-
-splits = pl.read_parquet(f"{sys.argv[1]}/manifests/splits.parquet")
-test = splits.filter((pl.col("split") == "sentence") & (pl.col("subset") == "test")).sort("identity", "sequence")
-print(*test.select("identity", "sequence").row(0))
-EOF
-)
+read -r IDENTITY SEQUENCE < <(.venv/bin/python pipelines/test_sentence.py "$OUT/store" sentence)
 WAV=$OUT/raw/$IDENTITY/audio/$SEQUENCE.wav
 $MESHTALK animate --checkpoint "$OUT/stage2/last.pt" --audio "$WAV" --store "$OUT/store" --identity "$IDENTITY" \
     --out "$OUT/animation" --verbose

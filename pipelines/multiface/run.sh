@@ -70,16 +70,7 @@ if [ -f "$RESULT" ] && [ "$RESULT" -nt "$OUT/stage2/last.pt" ]; then echo "resul
 
 step "9. animate a test sentence from its WAV, and its evaluation view"
 # The first test sentence of the FaceDiffuser split: identity and sequence names.
-read -r IDENTITY SEQUENCE < <(.venv/bin/python - "$STORE" <<'EOF'
-import sys
-
-import polars as pl
-
-splits = pl.read_parquet(f"{sys.argv[1]}/manifests/splits.parquet")
-test = splits.filter((pl.col("split") == "facediffuser") & (pl.col("subset") == "test")).sort("identity", "sequence")
-print(*test.select("identity", "sequence").row(0))
-EOF
-)
+read -r IDENTITY SEQUENCE < <(.venv/bin/python pipelines/test_sentence.py "$STORE" facediffuser)
 WAV=$RAW/$IDENTITY/audio/$SEQUENCE.wav
 if [ -f "$OUT/animation/animation.mp4" ]; then echo "animation present: kept"; else
     $MESHTALK animate --checkpoint "$OUT/stage2/last.pt" --audio "$WAV" --store "$STORE" --identity "$IDENTITY" \

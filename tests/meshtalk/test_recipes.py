@@ -85,7 +85,7 @@ def test_cached_audio_codes_are_the_eval_encoders(tiny_store):
     store = Store(tiny_store)
     entries = select_sequences(store, split="sentence", subset="train")
     model = small_model()
-    cache = AudioCodeCache(model, store, entries, torch.device("cpu"), chunk=16)  # chunks cut sentences
+    cache = AudioCodeCache(model, store, entries, chunk=16)  # chunks cut sentences
     batch = WindowDataset(store, entries, frames=8, seed=3).__getitems__(list(range(4)))
     with torch.no_grad():
         direct = model.encoder.audio(batch["mel"])
