@@ -14,6 +14,14 @@ cut to the shorter length.
 - ``mve``: mean over all frames and vertices of ||Y - P||.
 - ``upper_face_error``: mean over all frames and v in U of ||Y - P||.
 - ``diversity``: mean over pairs of samples for the same audio of their mean vertex distance.
+
+Realism of the motion, per region R (U: ``upper_*``, L: ``lip_*``), all pooled over frames, vertices of R and
+sequences, so that they need no truth but the tracked geometry (real corpora included):
+- ``*_motion_std``: RMS over frames and v in R of ||X_t,v - mean_t X_v||, the motion about the sequence's own mean
+  position (mm); ``*_motion_ratio``: the prediction's over the ground truth's (1: as lively as the truth, 0: still).
+- ``*_spread``: with several samples for the same audio, RMS over frames and v in R of the samples' distance from
+  their per-frame mean (mm); ``*_spread_ratio``: that over the ground truth's ``*_motion_std`` of R (how much the
+  samples differ, in units of how much the region moves).
 """
 
 from __future__ import annotations
@@ -33,8 +41,12 @@ WEIGHTING = {
     "mve": "frame",
     "upper_face_error": "frame",
     "diversity": "sequence",
+    **{f"{region}_{name}": "frame" for region in ("upper", "lip")
+       for name in ("motion_std", "motion_ratio", "spread", "spread_ratio")},
 }
-UNITS = {"lve_max_sq": "mm^2", "fdd": "mm^2", "fdd_abs": "mm^2"}
+UNITS = {"lve_max_sq": "mm^2", "fdd": "mm^2", "fdd_abs": "mm^2",
+         **{f"{region}_{name}": "x truth" for region in ("upper", "lip") for name in ("motion_ratio", "spread_ratio")}}
+REALISM_REGIONS = ("upper", "lip")
 
 
 def _cut(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +81,22 @@ def diversity(samples: list[np.ndarray]) -> float:
                           for i, j in pairs]))
 
 
+def motion_sum(x: np.ndarray, region: np.ndarray) -> tuple[float, int]:
+    """Sum over frames and v in the region of ||X_t,v - mean_t X_v||^2, and the count of terms.
+
+    (F, V, 3) -> (mm^2, n)."""
+    x = np.asarray(x, np.float64)[:, region]  # (F, R, 3)
+    return float(((x - x.mean(axis=0)) ** 2).sum()), x.shape[0] * x.shape[1]
+
+
+def spread_sum(samples: list[np.ndarray], region: np.ndarray) -> tuple[float, int]:
+    """Sum over frames and v in the region of the samples' mean squared distance from their per-frame mean, and
+    the count of terms. S x (F, V, 3) -> (mm^2, n); samples are cut to the shortest."""
+    n = min(len(s) for s in samples)
+    x = np.stack([np.asarray(s[:n], np.float64)[:, region] for s in samples])  # (S, F, R, 3)
+    return float(((x - x.mean(axis=0)) ** 2).sum(axis=-1).mean(axis=0).sum()), x.shape[1] * x.shape[2]
+
+
 @dataclass
 class MetricAccumulator:
     """Accumulates every metric over sequences; ``result()`` returns them with their definitions.
@@ -85,6 +113,13 @@ class MetricAccumulator:
     _frames: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"sq": [], "centred": [], "mve": [],
                                                                           "upper": []})
     _sequences: dict[str, list[float]] = field(default_factory=lambda: {"lve_max": [], "fdd": [], "diversity": []})
+    # Realism: (sum, count) per key, e.g. "upper_motion" of the prediction, "upper_truth", "upper_spread".
+    _sums: dict[str, list[float]] = field(default_factory=dict)
+
+    def _pool(self, key: str, value: tuple[float, int]) -> None:
+        total = self._sums.setdefault(key, [0.0, 0])
+        total[0] += value[0]
+        total[1] += value[1]
 
     def add(self, y: np.ndarray, p: np.ndarray, template: np.ndarray, samples: list[np.ndarray] | None = None
             ) -> None:
@@ -98,8 +133,13 @@ class MetricAccumulator:
         err = np.linalg.norm(y - p, axis=-1)  # (F, V)
         self._frames["mve"].append(err.mean(axis=1))
         self._frames["upper"].append(err[:, self.upper].mean(axis=1))
+        for region, mask in zip(REALISM_REGIONS, (self.upper, self.lips), strict=True):
+            self._pool(f"{region}_motion", motion_sum(p, mask))
+            self._pool(f"{region}_truth", motion_sum(y, mask))
         if samples is not None and len(samples) > 1:
             self._sequences["diversity"].append(diversity(samples))
+            for region, mask in zip(REALISM_REGIONS, (self.upper, self.lips), strict=True):
+                self._pool(f"{region}_spread", spread_sum(samples, mask))
 
     def result(self) -> dict[str, Any]:
         """Every metric, plus how it is weighted, its unit, the regions and the counts."""
@@ -121,6 +161,18 @@ class MetricAccumulator:
         }
         if self._sequences["diversity"]:
             values["diversity"] = float(np.mean(self._sequences["diversity"]))
+
+        def rms(key: str) -> float:
+            total, count = self._sums[key]
+            return float(np.sqrt(total / max(count, 1)))
+
+        for region in REALISM_REGIONS:
+            truth = rms(f"{region}_truth")
+            values[f"{region}_motion_std"] = rms(f"{region}_motion")
+            values[f"{region}_motion_ratio"] = values[f"{region}_motion_std"] / truth if truth > 0 else float("nan")
+            if f"{region}_spread" in self._sums:
+                values[f"{region}_spread"] = rms(f"{region}_spread")
+                values[f"{region}_spread_ratio"] = values[f"{region}_spread"] / truth if truth > 0 else float("nan")
         return {
             "metrics": values,
             "units": {k: UNITS.get(k, "mm") for k in values},

@@ -21,7 +21,9 @@ from meshtalk.evaluate import PATHS, EvaluateConfig, Regions, evaluate
 from meshtalk.metrics import lip_max_errors
 from meshtalk.model import MeshTalk
 
-METRICS = {"lve_max_sq", "lve_max_centred", "lve_max", "fdd", "fdd_abs", "mve", "upper_face_error"}
+METRICS = {"lve_max_sq", "lve_max_centred", "lve_max", "fdd", "fdd_abs", "mve", "upper_face_error",
+           "upper_motion_std", "upper_motion_ratio", "lip_motion_std", "lip_motion_ratio"}
+SAMPLE_METRICS = {"diversity", "upper_spread", "upper_spread_ratio", "lip_spread", "lip_spread_ratio"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def result(tiny_store, checkpoint) -> dict:
 def test_every_metric_for_every_path_and_the_baseline(result):
     assert set(result["paths"]) == set(PATHS)
     for path, scores in result["paths"].items():
-        expected = METRICS | ({"diversity"} if path == "audio_sampled" else set())
+        expected = METRICS | (SAMPLE_METRICS if path == "audio_sampled" else set())
         assert set(scores["metrics"]) == expected, path
         assert all(math.isfinite(v) for v in scores["metrics"].values()), path
         assert scores["units"]["lve_max_sq"] == "mm^2" and scores["weighting"]["lve_max"] == "sequence"
@@ -52,6 +54,9 @@ def test_every_metric_for_every_path_and_the_baseline(result):
     assert result["regions"] == {"lips": "mouth > 0.5", "upper": "forehead > 0.1"}
     assert result["relative_to_template"]["template"]["lve_max"] == 1.0
     assert result["paths"]["audio_sampled"]["metrics"]["diversity"] >= 0
+    # Motion realism is read against the ground truth, not the template (which does not move).
+    assert result["paths"]["template"]["metrics"]["upper_motion_ratio"] == 0.0
+    assert result["relative_to_template"]["reconstruction"]["upper_motion_ratio"] is None
     assert len(result["sequences"]) == 2 and all("/SEN_" in s for s in result["sequences"])
 
 

@@ -60,3 +60,41 @@ def test_diversity():
     a, b = np.zeros((2, 1, 3)), np.ones((2, 1, 3))
     assert diversity([a, b, a]) == pytest.approx((np.sqrt(3) + 0 + np.sqrt(3)) / 3)
     assert np.isnan(diversity([a]))
+
+
+def test_motion_and_spread_ratios_of_known_motion():
+    """Upper vertex 0: truth alternates y = +1/-1 (motion std 1), prediction +-0.5 (ratio 0.5); lip vertex 1: truth
+    +-2 in x, prediction still (ratio 0). A second sample offset by 1 mm in z on the upper vertex only: each
+    sample is 0.5 mm from their mean there (spread 0.5, ratio 0.5 of the truth's 1), and 0 on the lips."""
+    y = np.zeros((4, 2, 3))
+    y[:, 0, 1] = [1, -1, 1, -1]
+    y[:, 1, 0] = [2, -2, 2, -2]
+    p = np.zeros_like(y)
+    p[:, 0, 1] = [0.5, -0.5, 0.5, -0.5]
+    other = p.copy()
+    other[:, 0, 2] += 1.0
+    upper, lips = np.array([True, False]), np.array([False, True])
+    acc = MetricAccumulator(lips, upper)
+    acc.add(y, p, np.zeros((2, 3)), samples=[p, other])
+    m = acc.result()["metrics"]
+    assert m["upper_motion_std"] == pytest.approx(0.5) and m["upper_motion_ratio"] == pytest.approx(0.5)
+    assert m["lip_motion_std"] == pytest.approx(0.0) and m["lip_motion_ratio"] == pytest.approx(0.0)
+    assert m["upper_spread"] == pytest.approx(0.5) and m["upper_spread_ratio"] == pytest.approx(0.5)
+    assert m["lip_spread"] == pytest.approx(0.0) and m["lip_spread_ratio"] == pytest.approx(0.0)
+    assert acc.result()["units"]["upper_motion_ratio"] == "x truth"
+
+
+def test_motion_ratio_pools_sequences_and_ignores_each_sequence_offset():
+    """Two sequences: a still one and one moving with std 2; a prediction moving with std 1 in the second and
+    offset by 5 mm (a constant, not motion) in the first. Pooled over 8 frames: sqrt(4 * 4 / 8) for the truth,
+    sqrt(4 * 1 / 8) for the prediction, ratio 0.5."""
+    still = np.zeros((4, 1, 3))
+    moving = still.copy()
+    moving[:, 0, 0] = [2, -2, 2, -2]
+    region = np.array([True])
+    acc = MetricAccumulator(region, region)
+    acc.add(still, still + 5.0, still[0])
+    acc.add(moving, moving / 2, still[0])
+    m = acc.result()["metrics"]
+    assert m["upper_motion_std"] == pytest.approx(np.sqrt(4 / 8)) and m["upper_motion_ratio"] == pytest.approx(0.5)
+    assert "upper_spread" not in m  # no samples
