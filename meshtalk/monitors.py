@@ -10,6 +10,12 @@ average entropy) is near 0, the decoder outputs the average face (recon near the
 the codes across the batch changes nothing. Stage 2 inherits a collapsed code: its cross-entropy falls to the
 entropy of the labels' histogram while it predicts a constant.
 
+A code can also carry the mouth alone: informative, read by the decoder, and blind to the upper face, which the
+audio cannot explain (brows, blinks). Two monitors watch the expression path: the change of the upper face when
+the expression codes are swapped across the batch (near 0: the decoder ignores the expression), and the upper-face
+crossing term (own expression, another sequence's audio) against the mean face's error there, whose fall the
+trainer follows over the run (``upper_stalled``).
+
 Everything here runs under ``torch.no_grad`` with the model in eval mode and draws its noise from the generator it
 is given, so a monitor never changes the training run's random streams (resumed runs stay exact).
 Shapes: B batch, T frames, V vertices, H heads, C classes.
@@ -78,9 +84,16 @@ def _mse(a: Tensor, b: Tensor) -> float:
     return float(((a.float() - b.float()) ** 2).mean())
 
 
+def _masked_mse(a: Tensor, b: Tensor, weights: Tensor) -> float:
+    """Squared difference B x T x V x 3 weighted by V soft vertex weights (as the objective's masked mean)."""
+    squared = (a.float() - b.float()).square()
+    B, T = squared.shape[:2]
+    return float((squared * weights[:, None]).sum() / (B * T * weights.sum() * 3))
+
+
 @torch.no_grad()
-def stage1_monitors(model: MeshTalk, batch: dict[str, Tensor], *, mean_faces: Tensor, generator: torch.Generator
-                    ) -> dict[str, float]:
+def stage1_monitors(model: MeshTalk, batch: dict[str, Tensor], *, mean_faces: Tensor, generator: torch.Generator,
+                    upper_face: Tensor | None = None) -> dict[str, float]:
     """Code usage and decoder sensitivity on one training batch.
 
     Args:
@@ -88,6 +101,7 @@ def stage1_monitors(model: MeshTalk, batch: dict[str, Tensor], *, mean_faces: Te
         batch: ``vertices`` B x T x V x 3 mm, ``mel`` B x T x 80 x 101, ``template`` B x V x 3, ``identity`` B.
         mean_faces: n_identities x V x 3 mm, each identity's average training face (the mean-face baseline).
         generator: source of the Gumbel noise for the sampled labels.
+        upper_face: V soft weights of the upper face; with them the expression-path monitors are measured.
 
     Returns ``code_statistics`` plus (squared errors in mm^2, as the recon loss):
         recon_argmax, recon_sampled: recon of the argmax and of a Gumbel-sampled code;
@@ -95,6 +109,13 @@ def stage1_monitors(model: MeshTalk, batch: dict[str, Tensor], *, mean_faces: Te
         recon_ratio: recon_sampled / recon_mean_face (near 1 or above: the output is the average face);
         shuffle_change: mean squared change of the output when the codes are rolled by one across the batch;
         shuffle_ratio: shuffle_change / recon_mean_face (near 0: the decoder ignores the code).
+    With ``upper_face`` (squared errors weighted by it, mm^2, as the objective's crossing terms):
+        upper_mean_face: the upper face's error of each identity's average face;
+        expression_change, expression_ratio: the upper face's mean squared change when the expression codes are
+            rolled by one across the batch (each sequence keeps its audio), and that / upper_mean_face (near 0:
+            the decoder ignores the expression);
+        upper_crossing, upper_ratio: the upper-face crossing term with argmax codes (own expression, the audio
+            rolled by one), and that / upper_mean_face (near 1: the expression does not explain the upper face).
     """
     was_training = model.training
     model.eval()
@@ -117,6 +138,18 @@ def stage1_monitors(model: MeshTalk, batch: dict[str, Tensor], *, mean_faces: Te
         }
         stats["recon_ratio"] = stats["recon_sampled"] / max(recon_mean_face, 1e-12)
         stats["shuffle_ratio"] = stats["shuffle_change"] / max(recon_mean_face, 1e-12)
+        if upper_face is not None:
+            fusion = model.encoder.fusion
+            swapped = model.decoder(template, quantize(fusion(codes.expression.roll(1, dims=0), codes.audio)).one_hot)
+            crossed = model.decoder(template, quantize(fusion(codes.expression, codes.audio.roll(1, dims=0))).one_hot)
+            upper_mean_face = _masked_mse(vertices, mean_face.expand_as(vertices), upper_face)
+            stats |= {
+                "upper_mean_face": upper_mean_face,
+                "expression_change": _masked_mse(out_argmax, swapped, upper_face),
+                "upper_crossing": _masked_mse(crossed, vertices, upper_face),
+            }
+            stats["expression_ratio"] = stats["expression_change"] / max(upper_mean_face, 1e-12)
+            stats["upper_ratio"] = stats["upper_crossing"] / max(upper_mean_face, 1e-12)
         return stats
     finally:
         model.train(was_training)
@@ -177,17 +210,28 @@ class CollapseThresholds:
     information_fraction: float = 0.02  # information below this fraction of log C
     mean_face_ratio: float = 0.95  # stage-1 recon at or above this fraction of the mean-face recon
     shuffle_ratio: float = 0.01  # shuffling codes changes the output by less than this fraction
+    expression_ratio: float = 0.01  # swapping expression codes changes the upper face by less than this fraction
+    # The upper-face crossing ratio has stalled: the mean of the last ``trend_window`` monitor steps is not
+    # ``trend_min_drop`` below the mean of the ``trend_window`` before, while the upper face is still mostly
+    # unexplained (ratio above ``stalled_upper_ratio``).
+    trend_window: int = 4
+    trend_min_drop: float = 0.05
+    stalled_upper_ratio: float = 0.5
     marginal_fraction: float = 0.98  # stage-2 cross-entropy within this fraction of the marginal entropy
 
 
 def collapse_warnings(stats: dict[str, Any], *, stage: int, classes: int,
-                      thresholds: CollapseThresholds = CollapseThresholds()) -> dict[str, str]:
+                      thresholds: CollapseThresholds = CollapseThresholds(),
+                      history: list[dict[str, Any]] | None = None) -> dict[str, str]:
     """Plain-language warnings for the monitors of one step, by kind; empty when nothing looks collapsed.
 
     Kinds: ``stuck`` (one code per head), ``noise`` (the Gumbel noise picks the code), ``no_information`` (the
     code says nothing about its input, neither stuck nor noise), ``mean_face`` and ``ignored`` (stage 1: the
-    decoder outputs the average face, or does not react to the code), ``targets_stuck`` and ``histogram_only``
-    (stage 2: stage 1's labels are constant, or the context model predicts only label frequencies).
+    decoder outputs the average face, or does not react to the code), ``expression_ignored`` and
+    ``upper_stalled`` (stage 1: the upper face does not follow the expression code, or the upper-face crossing
+    ratio stopped falling while high; the latter reads ``history``, the earlier monitor steps' stats in order),
+    ``targets_stuck`` and ``histogram_only`` (stage 2: stage 1's labels are constant, or the context model
+    predicts only label frequencies).
     """
     t = thresholds
     warnings = {}
@@ -209,6 +253,13 @@ def collapse_warnings(stats: dict[str, Any], *, stage: int, classes: int,
         if stats["shuffle_ratio"] < t.shuffle_ratio:
             warnings["ignored"] = (f"the decoder ignores the code: shuffling codes across the batch changes the "
                                    f"output by {stats['shuffle_ratio']:.2%} of the motion")
+        if "expression_ratio" in stats and stats["expression_ratio"] < t.expression_ratio:
+            warnings["expression_ignored"] = (
+                f"the upper face ignores the expression: swapping expression codes across the batch changes it by "
+                f"{stats['expression_ratio']:.2%} of the mean face's error there")
+        stalled = upper_trend(history or [], stats, t)
+        if stalled is not None:
+            warnings["upper_stalled"] = stalled
     else:
         if stats["target_perplexity"] < t.stuck_perplexity:
             warnings["targets_stuck"] = (f"the stage-1 encoder's labels are stuck on one code (perplexity "
@@ -220,6 +271,22 @@ def collapse_warnings(stats: dict[str, Any], *, stage: int, classes: int,
     return warnings
 
 
+def upper_trend(history: list[dict[str, Any]], stats: dict[str, Any], t: CollapseThresholds) -> str | None:
+    """The ``upper_stalled`` warning, or None: over the last two windows of ``t.trend_window`` monitor steps
+    (``history`` then ``stats``), the mean upper-face crossing ratio fell by less than ``t.trend_min_drop`` and is
+    still above ``t.stalled_upper_ratio``."""
+    ratios = [s["upper_ratio"] for s in [*history, stats] if "upper_ratio" in s]
+    n = t.trend_window
+    if len(ratios) < 2 * n:
+        return None
+    earlier, recent = sum(ratios[-2 * n : -n]) / n, sum(ratios[-n:]) / n
+    if recent <= t.stalled_upper_ratio or recent < (1 - t.trend_min_drop) * earlier:
+        return None
+    return (f"the upper-face crossing term stopped falling: {recent:.2f} of the mean face's error over the last "
+            f"{n} monitor steps, {earlier:.2f} over the {n} before (expected a fall of at least "
+            f"{t.trend_min_drop:.0%} while above {t.stalled_upper_ratio:.2f})")
+
+
 def summarise(stats: dict[str, Any], *, stage: int, warnings: dict[str, str] | None = None) -> str:
     """A short progress-bar summary: perplexity, flip rate, information, the stage's decisive ratio, and the kinds
     of collapse seen."""
@@ -227,6 +294,8 @@ def summarise(stats: dict[str, Any], *, stage: int, warnings: dict[str, str] | N
              f"info {stats['information']:.2f}"]
     if stage == 1:
         parts += [f"rec/mean {stats['recon_ratio']:.2f}", f"shuf {stats['shuffle_ratio']:.3f}"]
+        if "expression_ratio" in stats:
+            parts += [f"expr {stats['expression_ratio']:.3f}", f"upper {stats['upper_ratio']:.2f}"]
     else:
         parts += [f"tgt ppl {stats['target_perplexity']:.1f}", f"ce/hist {stats['cross_entropy']:.2f}/"
                   f"{stats['marginal_entropy']:.2f}"]
