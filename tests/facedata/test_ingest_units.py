@@ -126,12 +126,12 @@ def test_full_disk_stops_with_one_line_and_keeps_what_is_stored(tmp_path, monkey
     before = pl.read_parquet(tmp_path / "store/manifests/sequences.parquet")
     (tmp_path / "raw" / IDENTITY / "tracked_mesh" / SENTENCE / "000300.bin").touch()  # changed: redone next run
 
-    import facedata.ingest as ingest_module
+    import facedata.ingest.sequence as sequence_module
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ingest_module, "_write_audio", full_disk)
+    monkeypatch.setattr(sequence_module, "_write_audio", full_disk)
     with pytest.raises(StoreError, match=r"disk full while writing .*SEN_a_voice.* stored sequences are intact"):
         ingest(tmp_path / "raw", tmp_path / "store")
     monkeypatch.undo()
