@@ -7,10 +7,11 @@ that is renamed into place only when complete. Audio is read, checked against th
 16 kHz, loudness-normalised and turned into a log-mel. Bad inputs become rows of ``rejects.parquet``; the rest
 goes on. Re-running skips sequences whose sources and settings have not changed.
 
-The stage has one door, ``ingest`` (``facedata.ingest.run``), and three rooms behind it: ``plan`` (the vertex set,
-the settings, fingerprints and what to skip), ``sequence`` (the per-sequence work in the workers: read, validate,
-keep vertices, align, resample, mel) and ``write`` (the store's description, templates, topology, manifests and
-provenance).
+The stage has one door, ``ingest`` (``facedata.ingest.run``), and these rooms behind it: ``plan`` (the vertex set,
+the settings, fingerprints, what to skip, and how many workers and which OBJ scanner the work can pay for),
+``sequence`` (the per-sequence work: read, validate, keep vertices, align, resample, mel), ``write`` (the store's
+description, templates, topology, manifests and provenance) and ``workers`` (the sequences here, in a local pool
+whose fork server loads ``warm_frames`` and, with audio, ``warm_audio``, or on a Dask cluster).
 """
 
 from facedata.ingest.plan import (

@@ -1,5 +1,6 @@
-"""Planning an ingest: the vertex set and settings of a run, and for each discovered sequence whether it is up to
-date (skipped by fingerprint), cannot be done (its identity has no template) or must be done (a ``SequenceTask``).
+"""Planning an ingest: the vertex set and settings of a run, for each discovered sequence whether it is up to date
+(skipped by fingerprint), cannot be done (its identity has no template) or must be done (a ``SequenceTask``), and
+how many worker processes the work to do can pay for (``pool_size``).
 
 Discovery itself (listing the raw tree) is ``facedata.discover``; nothing here reads a frame.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ class IngestOptions:
     vertices: str = "meshtalk"  # "meshtalk" (the 6172 kept vertices) or "full" (all 7306)
     keep: Path | None = None  # a user keep list (one source index per line); overrides ``vertices``
     topology: Path | None = None  # an OBJ in the kept topology whose faces replace the surviving source faces
-    workers: int = 1
+    workers: int = 1  # at most this many worker processes; fewer (or none) when the work cannot pay for them
     shard_frames: int = DEFAULT_SHARD_FRAMES
     max_audio_mismatch_ms: float = 200.0
     dry_run: bool = False
@@ -169,3 +171,53 @@ def without_template(seq: SequenceSource, identity: IdentitySource) -> SequenceR
             )
         ],
     )
+
+
+# What the per-sequence work and a pool's start-up cost, measured with benchmarks/bench_ingest.py on the 2-core
+# machine under a load average of about 4 (docs/store-format.md, "Ingest speed"). Only their ratios matter: they
+# decide whether a pool pays and which OBJ scanner a process uses.
+OBJ_FRAME_S = 0.0024  # read, parse, keep and write one frame that only has an OBJ
+BIN_FRAME_S = 0.0008  # the same from a .bin
+AUDIO_FRAME_S = 0.0010  # check, resample, normalise and log-mel the audio of one mesh frame (1/30 s)
+WORKER_START_S = 1.3  # a fork server (interpreter, numpy, zarr, the OBJ scanner) and its workers forked
+COMPILED_START_S = 0.9  # numba and the compiled OBJ scanner loaded into a process
+COMPILED_OBJ_S = 0.0012  # one 7306-vertex OBJ read by the compiled scanner ...
+CSV_OBJ_S = 0.0031  # ... and by polars' CSV reader
+READ_THREADS = 2  # threads reading frames ahead in the command's own process (the machine's two cores)
+
+
+def obj_frames(source: SequenceSource) -> int:
+    """Frames of a sequence that only an OBJ file holds (read with an OBJ scanner, not as a .bin)."""
+    return sum(1 for f in source.frames if f.bin is None and f.obj is not None)
+
+
+def obj_scanner(n_files: int) -> str:
+    """The OBJ scanner for a process that reads ``n_files`` OBJ files (``facedata.meshio.read_obj``): "csv", which
+    has nothing to load, unless the compiled scanner's faster reads pay for loading it (about 500 files)."""
+    return "compiled" if n_files * (CSV_OBJ_S - COMPILED_OBJ_S) > COMPILED_START_S else "csv"
+
+
+def task_seconds(task: SequenceTask) -> float:
+    """Estimated seconds of one task in one process, from what discovery saw (no file is read)."""
+    n_obj = obj_frames(task.source)
+    n_bin = len(task.source.frames) - n_obj
+    audio_s = task.source.n_frames * AUDIO_FRAME_S if task.source.audio is not None else 0.0
+    return n_obj * OBJ_FRAME_S + n_bin * BIN_FRAME_S + audio_s
+
+
+def pool_size(tasks: list[SequenceTask], max_workers: int, *, cores: int | None = None) -> int:
+    """How many worker processes to use for ``tasks``, at most ``max_workers`` and the machine's ``cores``
+    (default: all of them); 1 means this process alone.
+
+    With k workers the work takes about max(total / k, longest task) + ``WORKER_START_S`` (they start side by
+    side), in this process alone the total: the count with the smallest estimate wins, so small trees never wait
+    for a pool to start.
+    """
+    costs = sorted((task_seconds(t) for t in tasks), reverse=True)
+    total = sum(costs)
+    best, best_s = 1, total
+    for k in range(2, min(max_workers, len(costs), cores or os.cpu_count() or 1) + 1):
+        estimate = max(total / k, costs[0]) + WORKER_START_S
+        if estimate < best_s:
+            best, best_s = k, estimate
+    return best

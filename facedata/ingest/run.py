@@ -1,14 +1,11 @@
-"""An ingest run from start to end: plan under the store's lock, the sequences in a local process pool or on a
-Dask cluster, then the manifests; ``IngestReport`` is what the CLI prints.
+"""An ingest run from start to end: plan under the store's lock, the sequences here, in a local process pool or on
+a Dask cluster (``facedata.ingest.workers``), then the manifests; ``IngestReport`` is what the CLI prints.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +17,17 @@ from facedata.ingest.plan import (
     IngestOptions,
     SequenceResult,
     SequenceTask,
+    obj_frames,
+    obj_scanner,
     plan_sequence,
     planned_status,
+    pool_size,
     resolve_vertex_set,
     run_settings,
     settings_fingerprint,
     without_template,
 )
-from facedata.ingest.sequence import ingest_sequence
+from facedata.ingest.workers import run_tasks
 from facedata.ingest.write import append_provenance, prepare_store, sorted_rejects, write_identity, write_manifests
 from facedata.store import MANIFESTS_DIR, clear_staging, store_lock, store_path
 
@@ -41,6 +41,7 @@ class IngestReport:
     rejects: list[Reject]
     seconds: float
     dry_run: bool = False
+    workers: int | None = 1  # processes that did the sequences (1: the command's own); None: on a Dask cluster
 
     @property
     def frames_ingested(self) -> int:
@@ -125,7 +126,9 @@ def ingest(
 
         total = sum(t.source.n_frames for t in tasks)
         done = 0
-        for result in _run_tasks(tasks, options.workers, options.scheduler):
+        workers = None if options.scheduler is not None else pool_size(tasks, options.workers)
+        scanner = obj_scanner(sum(obj_frames(t.source) for t in tasks))  # when the sequences are done here
+        for result in run_tasks(tasks, workers or 1, options.scheduler, obj_scanner=scanner):
             results.append(result)
             done += result.frames if result.status == "ingested" else 0
             if progress:
@@ -142,6 +145,7 @@ def ingest(
         sorted(results, key=lambda r: (r.identity, r.sequence)),
         sorted_rejects(rejects),
         time.perf_counter() - started,
+        workers=workers,
     )
     if not any(r.status in ("ingested", "skipped") for r in results):
         raise NothingValidError(
@@ -149,49 +153,3 @@ def ingest(
             f"{store / MANIFESTS_DIR / 'rejects.parquet'})"
         )
     return report
-
-
-def _run_tasks(tasks: list[SequenceTask], workers: int, scheduler: str | None = None) -> Iterator[SequenceResult]:
-    if scheduler is not None:
-        from facedata.cluster import map_on_cluster
-
-        yield from map_on_cluster(scheduler, _cluster_task, tasks, priority=lambda t: t.source.n_frames)
-        return
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield ingest_sequence(task)
-        return
-    # Workers are not forked from this process (its zarr I/O thread and progress-bar thread must not be
-    # inherited) but from a fork server that imported torch and resampy and compiled the numba kernels once.
-    if sys.platform == "win32":
-        context = multiprocessing.get_context("spawn")
-    else:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["facedata._warm"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
-        # Longest first, so that one long sequence does not finish alone at the end.
-        pending: set[Future] = {
-            pool.submit(ingest_sequence, t) for t in sorted(tasks, key=lambda t: -t.source.n_frames)
-        }
-        try:
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-
-
-def _cluster_task(task: SequenceTask) -> SequenceResult:
-    """A sequence on a Dask worker: one torch thread per task, as in the local pool."""
-    _worker_init()
-    return ingest_sequence(task)
-
-
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-

@@ -8,10 +8,13 @@ place only when complete; bad input becomes rejects, never an exception.
 from __future__ import annotations
 
 import errno
+import itertools
 import shutil
 import time
 import traceback
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,12 @@ from facedata.store import create_array, is_remote, sequence_group_path, stage_g
 WORLD_CENTROID_MM = 400.0
 
 
-def ingest_sequence(task: SequenceTask) -> SequenceResult:
+def ingest_sequence(task: SequenceTask, *, obj_scanner: str = "compiled", read_threads: int = 1) -> SequenceResult:
     """Ingest one sequence into the store; never raises for bad input (it becomes rejects).
+
+    Args:
+        obj_scanner: how OBJ frames are read (``facedata.meshio.read_obj``'s ``scanner``).
+        read_threads: threads reading frames ahead of the writer (the scanners release the GIL).
 
     Raises:
         StoreError: the disk is full (the run must stop; nothing stored before is touched).
@@ -47,7 +54,7 @@ def ingest_sequence(task: SequenceTask) -> SequenceResult:
     rejects: list[Reject] = []
     staged = stage_group(task.store_root, sequence_group_path(seq.identity, seq.name))
     try:
-        record = _write_sequence(task, staged.group, rejects)
+        record = _write_sequence(task, staged.group, rejects, obj_scanner, read_threads)
         if record is None:
             staged.discard()
             return SequenceResult(
@@ -100,10 +107,11 @@ def _sequence_bytes(task: SequenceTask) -> int:
 
 
 def read_frame(
-    frame: FrameFiles, n_source: int, rejects: list[Reject], identity: str, sequence: str
+    frame: FrameFiles, n_source: int, rejects: list[Reject], identity: str, sequence: str, *,
+    obj_scanner: str = "compiled",
 ) -> tuple[np.ndarray, str] | None:
     """One frame's (n_source, 3) float32 head-local vertices and the file kind they came from ("bin", "obj" or
-    "obj-world"), or None (with rejects) if no file of the frame is usable."""
+    "obj-world"), or None (with rejects) if no file of the frame is usable. ``obj_scanner``: see ``read_obj``."""
     if frame.bin is not None:
         try:
             return read_bin(frame.bin, n_source), "bin"
@@ -111,7 +119,7 @@ def read_frame(
             rejects.append(Reject.from_error(e, "frame", identity, sequence))
     if frame.obj is not None:
         try:
-            vertices = read_obj(frame.obj, faces=False).vertices
+            vertices = read_obj(frame.obj, faces=False, scanner=obj_scanner).vertices
             if vertices.shape[0] != n_source:
                 raise InputError(frame.obj, "vertex count", expected=n_source, actual=vertices.shape[0])
             check_finite(vertices, frame.obj)
@@ -141,15 +149,23 @@ def _world_to_head_local(vertices: np.ndarray, frame: FrameFiles) -> np.ndarray:
     return ((vertices.astype(np.float64) - translation) @ rotation).astype(np.float32)  # row-wise R.T @ (x - t)
 
 
-def _write_sequence(task: SequenceTask, group: Any, rejects: list[Reject]) -> dict[str, Any] | None:
+def _write_sequence(
+    task: SequenceTask, group: Any, rejects: list[Reject], obj_scanner: str, read_threads: int
+) -> dict[str, Any] | None:
     """Write vertices (and audio) of one sequence into ``group``; returns its manifest record, or None if no
     frame was readable."""
     seq = task.source
     keep, n_source = task.vertex_set.keep, task.vertex_set.n_source
     frames = seq.frames
 
+    def read_alone(frame: FrameFiles) -> tuple[tuple[np.ndarray, str] | None, list[Reject]]:
+        own: list[Reject] = []
+        return read_frame(frame, n_source, own, seq.identity, seq.name, obj_scanner=obj_scanner), own
+
     def read(frame: FrameFiles) -> tuple[np.ndarray, str] | None:
-        return read_frame(frame, n_source, rejects, seq.identity, seq.name)
+        frame_read, frame_rejects = read_alone(frame)
+        rejects.extend(frame_rejects)
+        return frame_read
 
     # The grid spans the first to the last readable frame: find both ends before writing anything.
     first = next(((i, r) for i, f in enumerate(frames) if (r := read(f)) is not None), None)
@@ -173,8 +189,10 @@ def _write_sequence(task: SequenceTask, group: Any, rejects: list[Reject]) -> di
     def readable_frames() -> Iterator[tuple[int, np.ndarray, str]]:
         """(grid position, vertices, source kind) of every readable frame, in order."""
         yield 0, *first[1]
-        for frame in frames[first[0] + 1 : last[0]]:
-            if (r := read(frame)) is not None:
+        middle = frames[first[0] + 1 : last[0]]
+        for frame, (r, frame_rejects) in zip(middle, _read_ahead(read_alone, middle, read_threads), strict=True):
+            rejects.extend(frame_rejects)  # in frame order, whatever order the threads finished in
+            if r is not None:
                 yield (frame.number - f0) // step, *r
         if last is not first:
             yield n_frames - 1, *last[1]
@@ -240,6 +258,22 @@ def _write_sequence(task: SequenceTask, group: Any, rejects: list[Reject]) -> di
         except InputError as e:
             rejects.append(Reject.from_error(e, "audio", seq.identity, seq.name))
     return record
+
+
+def _read_ahead(read: Callable[[FrameFiles], Any], frames: Iterable[FrameFiles], threads: int) -> Iterator[Any]:
+    """``read(frame)`` of every frame, in order, computed on ``threads`` threads at most two frames each ahead of
+    the consumer (memory stays bounded whatever the sequence's length)."""
+    if threads <= 1:
+        yield from map(read, frames)
+        return
+    todo = iter(frames)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending = deque(pool.submit(read, f) for f in itertools.islice(todo, 2 * threads))
+        while pending:
+            result = pending.popleft().result()
+            for frame in itertools.islice(todo, 1):
+                pending.append(pool.submit(read, frame))
+            yield result
 
 
 _NO_AUDIO: dict[str, Any] = {

@@ -36,6 +36,10 @@ from facedata.store import (
 )
 from facedata.topology import fingerprint_array, subset_faces
 
+# An identity's template frame and topology are one or two OBJ files: read without loading the compiled scanner,
+# whose start-up only the sequences' many frames can pay for (``facedata.ingest.plan.obj_scanner``).
+TEMPLATE_OBJ_SCANNER = "csv"
+
 
 def prepare_store(store: Path, settings: dict[str, Any]) -> None:
     """Create the store, or check that an existing one was built with the same vertex set."""
@@ -83,7 +87,8 @@ def write_identity(
     template = None
     template_frame = None
     for frame in template_seq.frames:
-        read = read_frame(frame, vertex_set.n_source, frame_rejects, identity.name, template_seq.name)
+        read = read_frame(frame, vertex_set.n_source, frame_rejects, identity.name, template_seq.name,
+                          obj_scanner=TEMPLATE_OBJ_SCANNER)
         if read is not None:
             template, template_frame = read[0], frame
             break
@@ -152,7 +157,7 @@ def _write_topology(
         if obj is None:
             return None  # no OBJ anywhere: the store keeps no faces (documented)
         try:
-            mesh = read_obj(obj)
+            mesh = read_obj(obj, scanner=TEMPLATE_OBJ_SCANNER)
         except InputError as e:
             return Reject.from_error(e, "template", identity.name, template_seq.name)
         if mesh.vertices.shape[0] != vertex_set.n_source:
