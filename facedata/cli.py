@@ -66,7 +66,9 @@ def ingest(
     topology: Annotated[
         Path | None, typer.Option(help="An OBJ in the kept topology whose faces the store uses.")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = max(1, min(4, os.cpu_count() or 1)),
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes at most; fewer when the work is too small to pay for them.")
+    ] = max(1, min(4, os.cpu_count() or 1)),
     shard_frames: Annotated[int, typer.Option(min=1, help="Frames per vertex shard file.")] = 256,
     max_audio_mismatch_ms: Annotated[
         float, typer.Option(help="Reject audio whose length differs from its frames' by more than this.")

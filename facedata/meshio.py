@@ -2,8 +2,9 @@
 
 Vertex i of a file stays vertex i: masks, keep lists, templates and checkpoints all index vertices, so general
 mesh loaders that split vertices at UV seams or drop unreferenced ones (open3d, trimesh by default) must not be
-used to read frames. The OBJ parser is a compiled byte scanner (numba, which resampy already requires): it reads
-a 7306-vertex Multiface OBJ in well under a millisecond.
+used to read frames. The OBJ parser is a compiled byte scanner (numba, which resampy already requires, in
+``facedata.obj_kernels``, loaded on the first OBJ read): it reads a 7306-vertex Multiface OBJ in well under a
+millisecond.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from facedata.errors import InputError
@@ -75,15 +75,29 @@ def check_finite(vertices: np.ndarray, path: str | Path) -> None:
         )
 
 
-def read_obj(path: str | Path, *, faces: bool = True) -> ObjMesh:
+def read_obj(path: str | Path, *, faces: bool = True, scanner: str = "compiled") -> ObjMesh:
     """Read an OBJ's `v` lines (and `f` lines unless ``faces=False``) in file order.
+
+    Args:
+        scanner: "compiled" (numba: the fastest per file, but loading it costs about a second once per process) or
+            "csv" (polars' CSV reader: about twice as slow per file, nothing to load; for a process that reads few
+            files). Both give the same arrays: the CSV path takes only the plain layout (one block of `v x y z` lines
+            and one of triangle `f` lines, single spaces, `\\n` line ends, finite values) and leaves anything else,
+            errors included, to the compiled scanner.
 
     Raises:
         InputError: the file is unreadable or a `v`/`f` line is malformed.
     """
     path = Path(path)
     try:
-        buf = np.fromfile(path, dtype=np.uint8)
+        if scanner == "csv":
+            data = path.read_bytes()
+            mesh = _scan_plain_obj(data, faces=faces)
+            if mesh is not None:
+                return mesh
+            buf = np.frombuffer(data, dtype=np.uint8)
+        else:
+            buf = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise InputError(path, f"unreadable file: {e.strerror or e}") from e
     return parse_obj(buf, path=path, faces=faces)
@@ -91,12 +105,16 @@ def read_obj(path: str | Path, *, faces: bool = True) -> ObjMesh:
 
 def parse_obj(buf: np.ndarray, *, path: str | Path = "<obj>", faces: bool = True) -> ObjMesh:
     """Parse OBJ text held as a uint8 array. See ``read_obj``."""
-    vertices, n_vertices, bad_line = _parse_vertices(buf)
+    # The compiled scanners are imported here, not at the top: loading numba and its cached code costs about a
+    # second of start-up, which commands and ingest workers that read no OBJ file should not pay.
+    from facedata.obj_kernels import parse_faces, parse_vertices
+
+    vertices, n_vertices, bad_line = parse_vertices(buf)
     if bad_line >= 0:
         raise InputError(path, f"malformed vertex line {bad_line}", expected="'v x y z'", actual="unparsable text")
     vertices = vertices[:n_vertices]
     if faces:
-        tri, n_tri, bad_line = _parse_faces(buf, n_vertices)
+        tri, n_tri, bad_line = parse_faces(buf, n_vertices)
         if bad_line >= 0:
             raise InputError(
                 path,
@@ -136,140 +154,75 @@ def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray | None =
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-# --- compiled parsers --------------------------------------------------------------------------------------------
+# --- the CSV path of read_obj --------------------------------------------------------------------------------------
 
-# Powers of ten up to 1e22 are exact in float64, so mantissa / 10**k is correctly rounded.
-_POW10 = np.array([10.0**k for k in range(23)], dtype=np.float64)
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _parse_vertices(buf):  # pragma: no cover - compiled
-    """Scan OBJ text for `v x y z` lines. Returns (vertices, count, first bad line or -1)."""
-    n = buf.shape[0]
-    out = np.empty((n // 8 + 1, 3), dtype=np.float32)
-    pow10 = _POW10
-    count = 0
-    line = 0
-    i = 0
-    while i < n:
-        line += 1
-        while i < n and (buf[i] == 32 or buf[i] == 9):
-            i += 1
-        if i + 1 < n and buf[i] == 118 and (buf[i + 1] == 32 or buf[i + 1] == 9):  # "v "
-            i += 2
-            for axis in range(3):
-                while i < n and (buf[i] == 32 or buf[i] == 9):
-                    i += 1
-                negative = i < n and buf[i] == 45
-                if i < n and (buf[i] == 45 or buf[i] == 43):
-                    i += 1
-                # Digits accumulate into an int64 mantissa; value = mantissa / 10**decimals is then correctly
-                # rounded in float64 (powers of ten up to 1e22 are exact).
-                mantissa = 0
-                digits = 0
-                decimals = 0
-                while i < n:
-                    c = np.int64(buf[i]) - 48
-                    if c < 0 or c > 9:
-                        break
-                    if digits < 18:
-                        mantissa = mantissa * 10 + c
-                        digits += 1
-                    else:
-                        decimals -= 1
-                    i += 1
-                if i < n and buf[i] == 46:  # '.'
-                    i += 1
-                    while i < n:
-                        c = np.int64(buf[i]) - 48
-                        if c < 0 or c > 9:
-                            break
-                        if digits < 18:
-                            mantissa = mantissa * 10 + c
-                            digits += 1
-                            decimals += 1
-                        i += 1
-                if digits == 0:
-                    return out, count, line
-                if i < n and (buf[i] == 101 or buf[i] == 69):  # exponent
-                    i += 1
-                    exp_negative = i < n and buf[i] == 45
-                    if i < n and (buf[i] == 45 or buf[i] == 43):
-                        i += 1
-                    exponent = 0
-                    exp_digits = 0
-                    while i < n and 48 <= buf[i] <= 57:
-                        exponent = exponent * 10 + (np.int64(buf[i]) - 48)
-                        exp_digits += 1
-                        i += 1
-                    if exp_digits == 0:
-                        return out, count, line
-                    decimals += -exponent if not exp_negative else exponent
-                if 0 <= decimals <= 22:
-                    value = mantissa / pow10[decimals]
-                elif -22 <= decimals < 0:
-                    value = mantissa * pow10[-decimals]
-                else:
-                    value = mantissa * 10.0 ** (-decimals)
-                out[count, axis] = -value if negative else value
-            count += 1
-        while i < n and buf[i] != 10:  # the rest of the line (a w or colours after xyz are ignored)
-            i += 1
-        i += 1
-    return out, count, -1
+_FIRST_INDEX = r"^(\d+)"  # "12", "12/4", "12//7", "12/4/7" -> 12
 
 
-@numba.njit(cache=True, nogil=True)
-def _parse_faces(buf, n_vertices):  # pragma: no cover - compiled
-    n = buf.shape[0]
-    capacity = n // 6 + 1
-    out = np.empty((capacity, 3), dtype=np.int32)
-    corners = np.empty(64, dtype=np.int64)
-    count = 0
-    line = 0
-    i = 0
-    while i < n:
-        line += 1
-        while i < n and (buf[i] == 32 or buf[i] == 9):
-            i += 1
-        if i + 1 < n and buf[i] == 102 and (buf[i + 1] == 32 or buf[i + 1] == 9):  # "f "
-            i += 2
-            k = 0
-            while True:
-                while i < n and (buf[i] == 32 or buf[i] == 9 or buf[i] == 13):
-                    i += 1
-                if i >= n or buf[i] == 10:
-                    break
-                neg = False
-                if buf[i] == 45:
-                    neg = True
-                    i += 1
-                value = 0
-                digits = 0
-                while i < n and 48 <= buf[i] <= 57:
-                    value = value * 10 + (buf[i] - 48)
-                    digits += 1
-                    i += 1
-                if digits == 0 or k >= 64:
-                    return out, count, line
-                index = n_vertices - value if neg else value - 1
-                if index < 0 or index >= n_vertices:
-                    return out, count, line
-                corners[k] = index
-                k += 1
-                # skip "/vt/vn"
-                while i < n and buf[i] != 32 and buf[i] != 9 and buf[i] != 10 and buf[i] != 13:
-                    i += 1
-            if k < 3:
-                return out, count, line
-            for j in range(1, k - 1):
-                if count >= capacity:
-                    return out, count, line
-                out[count, 0] = corners[0]
-                out[count, 1] = corners[j]
-                out[count, 2] = corners[j + 1]
-                count += 1
-        while i < n and buf[i] != 10:
-            i += 1
-        i += 1
-    return out, count, -1
+class _Lines:
+    """Where the lines of an OBJ text start, and their first two bytes."""
+
+    def __init__(self, data: bytes):
+        buf = np.frombuffer(data, np.uint8)
+        self.size = buf.size
+        self.starts = np.concatenate([[0], np.flatnonzero(buf[:-1] == 10) + 1]) if buf.size else np.zeros(0, np.int64)
+        self.first = buf[self.starts]
+        self.second = buf[np.minimum(self.starts + 1, max(buf.size - 1, 0))]
+
+    def indented(self) -> bool:
+        """Whether a line starts with a blank (a `v` or `f` line could hide behind it)."""
+        return bool(((self.first == 32) | (self.first == 9)).any())
+
+    def block(self, keyword: int) -> tuple[int, int, int] | None:
+        """(start, end, lines) of the lines that start with ``keyword`` and a space, if there are any, they follow one
+        another, and none has a tab after the keyword; else None."""
+        mine = self.first == keyword
+        if (mine & (self.second == 9)).any():
+            return None
+        index = np.flatnonzero(mine & (self.second == 32))
+        if index.size == 0 or index[-1] - index[0] + 1 != index.size:
+            return None
+        end = int(self.starts[index[-1] + 1]) if index[-1] + 1 < self.starts.size else self.size
+        return int(self.starts[index[0]]), end, int(index.size)
+
+
+def _scan_plain_obj(data: bytes, *, faces: bool) -> ObjMesh | None:
+    """The OBJ's vertices (and faces) read with polars' CSV reader, or None when the file is not in the plain
+    layout this path takes (see ``read_obj``). Values are parsed to float64 and rounded to float32, as the compiled
+    scanner does; both round correctly for numbers of up to 15 significant digits. Every line of a block must hold
+    exactly four fields (counted by its spaces); a tab, a quote or a field that is not a number fails polars' parse;
+    any of these sends the file to the compiled scanner."""
+    lines = _Lines(data)
+    block = None if lines.indented() else lines.block(ord("v"))
+    if block is None:
+        return None
+    import polars as pl
+
+    start, end, n_lines = block
+    if data.count(b" ", start, end) != 3 * n_lines:  # polars would drop a fourth field without a word
+        return None
+    try:
+        vertices = pl.read_csv(data[start:end], separator=" ", has_header=False, quote_char=None, columns=[1, 2, 3],
+                               schema={"v": pl.String, "x": pl.Float64, "y": pl.Float64, "z": pl.Float64}).to_numpy()
+    except pl.exceptions.PolarsError:
+        return None
+    if vertices.shape[0] != n_lines or not np.isfinite(vertices).all():  # a short line, a null, an inf or a NaN
+        return None
+    vertices = vertices.astype(np.float32)
+    if not faces:
+        return ObjMesh(vertices=vertices, faces=np.zeros((0, 3), np.int32))
+    block = lines.block(ord("f"))
+    if block is None:
+        return None
+    start, end, n_lines = block
+    if data.count(b" ", start, end) != 3 * n_lines:  # a polygon, or a blank at a line's end
+        return None
+    try:
+        corners = pl.read_csv(data[start:end], separator=" ", has_header=False, quote_char=None, columns=[1, 2, 3],
+                              schema={"f": pl.String, "a": pl.String, "b": pl.String, "c": pl.String})
+        tri = corners.select(pl.all().str.extract(_FIRST_INDEX).cast(pl.Int64)).to_numpy()
+    except pl.exceptions.PolarsError:
+        return None
+    if tri.shape[0] != n_lines or not ((tri >= 1) & (tri <= vertices.shape[0])).all():  # nulls come back as NaN
+        return None
+    return ObjMesh(vertices=vertices, faces=(tri - 1).astype(np.int32))

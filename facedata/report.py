@@ -81,8 +81,10 @@ def print_ingest_report(report: Any) -> None:
             rej.add_row(stage, reason, str(count), f"{example.path}{detail}")
         out.print(rej)
     if not report.dry_run:
+        where = ("on the Dask cluster" if report.workers is None else
+                 "in this process" if report.workers <= 1 else f"with {report.workers} worker processes")
         out.print(f"{report.frames_ingested} frames in {report.seconds:.1f} s ({report.frames_per_second:,.0f} "
-                  f"frames/s); manifests in {report.store / 'manifests'}")
+                  f"frames/s, {where}); manifests in {report.store / 'manifests'}")
 
 
 def print_store_summary(store: Any) -> None:

@@ -221,7 +221,7 @@ def _check_sequence(store: Store, row: dict[str, Any], n_vertices: int, sources:
 def _check_sources(row: dict[str, Any], settings: dict[str, Any]) -> list[Problem]:
     """Recompute a sequence's source fingerprint (as ingest does) if its sources are still on disk."""
     from facedata.discover import discover
-    from facedata.ingest import sequence_fingerprint, settings_fingerprint
+    from facedata.ingest.plan import sequence_fingerprint, settings_fingerprint
 
     source_dir = Path(row["source_dir"])
     if not source_dir.is_dir():

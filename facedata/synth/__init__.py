@@ -9,8 +9,10 @@ lead of 50-100 ms, while blinks and brow raises come from a random stream indepe
 ``docs/synth.md`` for the layout, the truth files and the fault catalogue.
 
 Modules: ``names`` (identities, sequences, sentences), ``face`` (topology, shape, regions, landmarks), ``speech``
-(phones, audio, articulation), ``motion`` (curves -> vertices, blinks, brows, pose), ``tree`` (plan and write),
-``faults`` (the ``--faults`` catalogue).
+(phones, audio, articulation), ``motion`` (curves -> vertices, blinks, brows, pose), ``plan`` (identities,
+sequences, frame numbers and drops from the seed), ``take`` (one sequence's curves, pose and audio), ``files`` (file
+formats and paths), ``truth`` (an identity's ground truth), ``faults`` (the ``--faults`` catalogue) and ``tree``
+(the writer, the door: ``write_raw_tree``).
 
 Public API
 ----------
@@ -45,18 +47,12 @@ import numpy as np
 
 from facedata.synth.face import LANDMARK_NAMES, N_EYE_PATCH, N_KEPT, N_VERTICES, REGION_NAMES, FaceShape
 from facedata.synth.faults import FAULT_KINDS
+from facedata.synth.files import SYNTH_DIR
 from facedata.synth.motion import CURVE_NAMES
-from facedata.synth.tree import (
-    SYNTH_DIR,
-    IdentityTruth,
-    SynthSummary,
-    Take,
-    identity_truth_from_plan,
-    plan_identity,
-    plan_tree,
-    sentence_take,
-    write_raw_tree,
-)
+from facedata.synth.plan import plan_identity, plan_tree
+from facedata.synth.take import Take, sentence_take
+from facedata.synth.tree import SynthSummary, write_raw_tree
+from facedata.synth.truth import IdentityTruth, identity_truth_from_plan
 
 __all__ = [
     "CURVE_NAMES", "FAULT_KINDS", "LANDMARK_NAMES", "N_EYE_PATCH", "N_KEPT", "N_VERTICES", "REGION_NAMES",

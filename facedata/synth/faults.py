@@ -14,14 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from facedata.synth import names
-from facedata.synth.tree import (
-    SAMPLES_PER_FRAME,
-    TreePlan,
-    audio_path,
-    obj_text,
-    quantize_mm,
-    sequence_dir,
-)
+from facedata.synth.files import audio_path, obj_text, quantize_mm, sequence_dir
+from facedata.synth.plan import SAMPLES_PER_FRAME, TreePlan
 
 # kind -> host sequence: frame faults sit on the E0xx hosts in this order, audio faults on the fault sentences.
 FRAME_FAULTS = (

@@ -126,12 +126,12 @@ def test_full_disk_stops_with_one_line_and_keeps_what_is_stored(tmp_path, monkey
     before = pl.read_parquet(tmp_path / "store/manifests/sequences.parquet")
     (tmp_path / "raw" / IDENTITY / "tracked_mesh" / SENTENCE / "000300.bin").touch()  # changed: redone next run
 
-    import facedata.ingest as ingest_module
+    import facedata.ingest.sequence as sequence_module
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ingest_module, "_write_audio", full_disk)
+    monkeypatch.setattr(sequence_module, "_write_audio", full_disk)
     with pytest.raises(StoreError, match=r"disk full while writing .*SEN_a_voice.* stored sequences are intact"):
         ingest(tmp_path / "raw", tmp_path / "store")
     monkeypatch.undo()
@@ -163,3 +163,57 @@ def test_nothing_valid_exits_with_a_clear_error(tmp_path):
     assert "size of a .bin frame" in rejects["reason"].to_list()
     info = json.loads((tmp_path / "store/facedata.json").read_text())
     assert info["runs"][-1]["sequences"]["ingested"] == 0
+
+
+def _array_bytes(store: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted((store / "arrays.zarr").rglob("*"))
+            if p.is_file()}
+
+
+def test_a_small_plan_runs_in_this_process_and_a_forced_pool_stores_the_same(tmp_path, monkeypatch):
+    write_tree(tmp_path / "raw")
+    report = ingest(tmp_path / "raw", tmp_path / "here", IngestOptions(workers=2))
+    assert report.workers == 1  # 2 sequences of a few frames cannot pay for starting workers
+    import facedata.ingest.plan as plan
+
+    monkeypatch.setattr(plan, "WORKER_START_S", 0.0)  # workers for free: the pool is used
+    report = ingest(tmp_path / "raw", tmp_path / "pool", IngestOptions(workers=2))
+    assert report.workers == 2
+    assert _array_bytes(tmp_path / "pool") == _array_bytes(tmp_path / "here")
+    for name in ("sequences", "rejects"):
+        assert (pl.read_parquet(tmp_path / f"pool/manifests/{name}.parquet").drop("source_dir", strict=False)
+                .equals(pl.read_parquet(tmp_path / f"here/manifests/{name}.parquet").drop("source_dir", strict=False)))
+
+
+def test_pool_size_weighs_the_work_against_the_workers_start_up():
+    from facedata.discover import FrameFiles, SequenceSource
+    from facedata.ingest import SequenceTask, VertexSet
+    from facedata.ingest.plan import OBJ_FRAME_S, WORKER_START_S, pool_size
+
+    def task(n_frames: int) -> SequenceTask:
+        frames = [FrameFiles(300 + 3 * k, obj=Path(f"{300 + 3 * k:06d}.obj")) for k in range(n_frames)]
+        source = SequenceSource("i", "e", f"E{n_frames:03d}", Path("x"), frames)
+        return SequenceTask(Path("s"), source, VertexSet("full", np.arange(3), 3), 256, 200.0, "fp")
+
+    # Two workers pay when half the work saves more than their start-up: total / 2 > WORKER_START_S.
+    pays = int(2.2 * WORKER_START_S / OBJ_FRAME_S)
+    assert pool_size([task(150), task(150)], 2, cores=2) == 1
+    assert pool_size([task(pays // 2), task(pays // 2)], 2, cores=2) == 2
+    assert pool_size([task(pays // 2), task(pays // 2)], 1, cores=2) == 1  # never more than asked for
+    assert pool_size([task(pays)], 4, cores=4) == 1  # one sequence: a second worker would have nothing to do
+    assert pool_size([task(pays), task(10)], 2, cores=2) == 1  # the long one alone takes as long as all the work
+    assert pool_size([task(pays // 4)] * 8, 4, cores=4) == 4
+    assert pool_size([task(pays // 4)] * 8, 4, cores=2) == 2  # never more workers than cores
+
+
+@pytest.mark.parametrize("obj", ["local", "world"])
+def test_both_obj_scanners_store_the_same_bytes(tmp_path, monkeypatch, obj):
+    write_tree(tmp_path / "raw", obj=obj, with_bin=False)
+    ingest(tmp_path / "raw", tmp_path / "csv")  # a tiny tree: read without loading the compiled scanner
+    import facedata.ingest.run as run
+    import facedata.ingest.write as write
+
+    monkeypatch.setattr(run, "obj_scanner", lambda n_files: "compiled")
+    monkeypatch.setattr(write, "TEMPLATE_OBJ_SCANNER", "compiled")
+    ingest(tmp_path / "raw", tmp_path / "compiled")
+    assert _array_bytes(tmp_path / "compiled") == _array_bytes(tmp_path / "csv")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -17,24 +19,73 @@ def _obj_text(vertices: np.ndarray, faces: np.ndarray, fmt: str = "{:.6f}") -> s
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.parametrize("scanner", ["compiled", "csv"])
 @pytest.mark.parametrize("fmt", ["{:.6f}", "{:.3e}", "{:g}", "{!r}"])
-def test_obj_vertices_match_a_decimal_parse_in_file_order(tmp_path, fmt):
+def test_obj_vertices_match_a_decimal_parse_in_file_order(tmp_path, fmt, scanner):
     rng = np.random.default_rng(0)
     vertices = (rng.normal(size=(500, 3)) * [80, 120, 60]).astype(np.float32)
     faces = rng.integers(0, 500, size=(300, 3))
     path = tmp_path / "frame.obj"
     path.write_text(_obj_text(vertices.astype(np.float64), faces, fmt))
-    mesh = read_obj(path)
+    mesh = read_obj(path, scanner=scanner)
     expected = np.array([[float(t) for t in line.split()[1:4]] for line in path.read_text().splitlines()
                          if line.startswith("v ")]).astype(np.float32)
     np.testing.assert_array_equal(mesh.vertices, expected)
     np.testing.assert_array_equal(mesh.faces, faces)
-    np.testing.assert_array_equal(read_obj(path, faces=False).vertices, expected)
+    np.testing.assert_array_equal(read_obj(path, faces=False, scanner=scanner).vertices, expected)
 
 
-def test_obj_polygons_negative_indices_and_whitespace():
+def test_the_csv_scanner_reads_plain_files_itself_and_leaves_the_rest(tmp_path):
+    """The CSV path must really be taken on plain files (else the tests above prove nothing about it), and hand
+    every other layout to the compiled scanner, which then gives its own values or errors."""
+    from facedata.meshio import _scan_plain_obj
+
+    rng = np.random.default_rng(3)
+    vertices = rng.normal(size=(50, 3)) * 40
+    faces = rng.integers(0, 50, size=(30, 3))
+    plain = _obj_text(vertices, faces).encode()
+    mesh = _scan_plain_obj(plain, faces=True)
+    assert mesh is not None and mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int32
+    np.testing.assert_array_equal(mesh.vertices, parse_obj(np.frombuffer(plain, np.uint8)).vertices)
+    np.testing.assert_array_equal(mesh.faces, faces)
+    # Layouts the CSV path must decline: read naively, they would give other vertices, faces or errors.
+    declined = {
+        "indented v line later": plain + b"  v 1 2 3\n",
+        "second v block": plain + b"v 1 2 3\n",
+        "polygon": plain + b"f 1 2 3 4\n",
+        "negative index": plain + b"f -1 -2 -3\n",
+        "index out of range": plain + b"f 1 2 51\n",
+        "nan": plain.replace(b"\nv ", b"\nv nan ", 1).replace(b"\nv nan ", b"\nv nan", 1),
+        "short line": plain.replace(b"\nvt", b"\nv 1 2\nvt", 1),
+    }
+    # Layouts it may take or decline, as long as the result is the compiled scanner's.
+    either = {
+        "crlf": plain.replace(b"\n", b"\r\n"),
+        "tab after v": plain.replace(b"\nv ", b"\nv\t", 1),
+        "double space": plain.replace(b"\nv ", b"\nv  ", 1),
+        "a w coordinate": plain.replace(b"\nvt", b" 1.0\nvt", 1),
+    }
+    for name in declined:
+        assert _scan_plain_obj(declined[name], faces=True) is None, name
+    for text in [*declined.values(), *either.values()]:
+        path = tmp_path / "odd.obj"
+        path.write_bytes(text)
+        try:
+            expected = read_obj(path)
+        except InputError as e:
+            with pytest.raises(InputError, match=re.escape(e.what)):
+                read_obj(path, scanner="csv")
+        else:
+            got = read_obj(path, scanner="csv")
+            np.testing.assert_array_equal(got.vertices, expected.vertices)
+            np.testing.assert_array_equal(got.faces, expected.faces)
+
+
+@pytest.mark.parametrize("scanner", ["compiled", "csv"])
+def test_obj_polygons_negative_indices_and_whitespace(tmp_path, scanner):
     text = b"v 0 0 0\r\nv 1 0 0\n\tv 1 1 0\nv 0 1 0 1.0\nvn 0 0 1\nf 1//1 2//1 3//1 4//1\nf -4 -3 -1\n"
-    mesh = parse_obj(np.frombuffer(text, np.uint8))
+    (tmp_path / "m.obj").write_bytes(text)
+    mesh = read_obj(tmp_path / "m.obj", scanner=scanner)
     assert mesh.vertices.shape == (4, 3)
     np.testing.assert_array_equal(mesh.vertices[3], [0, 1, 0])
     np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3], [0, 1, 3]])

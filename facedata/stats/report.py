@@ -1,5 +1,7 @@
 """The ``facedata stats`` report: ``report.json`` (every number), ``report.html`` and its PNG plots in ``images/``.
 
+It draws a ``StoreStats`` (plain data, ``facedata.stats.figures``) and never measures anything itself.
+
 The HTML page is static (no script, no network): tables of the numbers and ``<img>`` tags pointing at the PNG
 files beside it, so the folder opens in any browser and can be copied or archived whole. Plots are drawn with
 matplotlib's Agg canvas (no display); the face maps with ``facedata.render``.
@@ -14,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from facedata.audio import MESH_FPS
 from facedata.render import render_value_map, write_png
-from facedata.stats import MESH_FPS, StoreStats
+from facedata.stats.figures import StoreStats
 
 IMAGES_DIR = "images"
 KIND_COLOURS = {"sentence": "#3b6ea8", "expression": "#c0703c", "gaze": "#5a9a5a", "other": "#888888"}

@@ -1,0 +1,266 @@
+"""The writing side of a store: files replaced atomically, groups staged and renamed into place, the writer's lock.
+
+Sequences are written into ``STORE/.staging/`` and renamed into place when complete, so a reader never sees a
+half-written sequence, whatever happens to the writer. Object storage has no rename: see ``StagedGroup``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facedata.errors import StoreError
+from facedata.store.layout import ARRAYS_DIR, LOCK_FILE, STAGING_DIR, is_remote
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a mix (an object PUT is atomic)."""
+    if is_remote(path):
+        path.write_bytes(data)
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_parquet_atomic(frame: Any, path: Path) -> None:
+    """Write a polars DataFrame to Parquet via a temporary file and a rename (one PUT on object storage)."""
+    if is_remote(path):
+        with path.open("wb") as f:
+            frame.write_parquet(f)
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    frame.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def create_array(
+    group: Any,
+    name: str,
+    data: np.ndarray | None = None,
+    *,
+    shape: tuple[int, ...] | None = None,
+    dtype: Any = None,
+    shard_frames: int | None = None,
+) -> Any:
+    """Create an uncompressed little-endian array chunked along the first axis only.
+
+    With ``shard_frames`` the array uses the sharding codec with one inner chunk per frame and shards of
+    ``shard_frames`` frames; otherwise it is one plain chunk. Either way each stored chunk or shard file holds the
+    frames back to back in C order, so it can be memory-mapped (``memmap_array``).
+    """
+    shape = tuple(data.shape) if data is not None else tuple(shape or ())
+    dtype = data.dtype if data is not None else np.dtype(dtype)
+    fill = np.nan if np.dtype(dtype).kind == "f" else 0
+    rest = shape[1:]
+    kwargs: dict[str, Any] = dict(
+        shape=shape, dtype=dtype, compressors=None, filters=None, fill_value=fill, config={"write_empty_chunks": True}
+    )
+    if shard_frames:
+        kwargs.update(chunks=(1, *rest), shards=(max(1, min(shard_frames, shape[0])), *rest))
+    else:
+        kwargs.update(chunks=(max(1, shape[0]), *rest))
+    array = group.create_array(name, **kwargs)
+    if data is not None:
+        array[...] = data
+    return array
+
+
+@dataclass
+class StagedGroup:
+    """A zarr group being written; ``commit`` makes it visible at ``arrays.zarr/<target>``.
+
+    On a local disk the group is written under ``STORE/.staging`` and renamed into place: readers see the old
+    version or the new one, never a mix. Object storage has no rename: the group is written at its final prefix
+    (after the old version is removed), and what marks it complete is its record in the group's attributes, which
+    callers write last (``_stored_record`` and the manifests ignore groups without one).
+    """
+
+    store_root: Path
+    staging_dir: Path
+    target: str  # group path inside arrays.zarr
+    committed: bool = False
+
+    @property
+    def group(self) -> Any:
+        import zarr
+
+        return zarr.open_group(str(self.staging_dir), mode="a", zarr_format=3)
+
+    def commit(self) -> None:
+        """Move the finished group into place, replacing an older version of it."""
+        if not is_remote(self.store_root):
+            final = self.store_root / ARRAYS_DIR / self.target
+            final.parent.mkdir(parents=True, exist_ok=True)
+            replace_dir(self.staging_dir, final, self.store_root)
+        self.committed = True
+
+    def discard(self) -> None:
+        if not self.committed:
+            remove_tree(self.staging_dir)
+
+
+def stage_group(store_root: Path, target: str, attributes: Mapping[str, Any] | None = None) -> StagedGroup:
+    """Start writing a group that becomes visible at ``arrays.zarr/<target>`` on commit."""
+    import zarr
+
+    if is_remote(store_root):
+        staging = store_root / ARRAYS_DIR / target
+        remove_tree(staging)
+    else:
+        staging = store_root / STAGING_DIR / f"{uuid.uuid4().hex}"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+    zarr.open_group(str(staging), mode="w", zarr_format=3, attributes=dict(attributes or {}))
+    return StagedGroup(store_root=store_root, staging_dir=staging, target=target)
+
+
+def write_array_atomic(store_root: Path, target: str, data: np.ndarray) -> None:
+    """Write a small array to ``arrays.zarr/<target>``, replacing any older version in one rename (on object
+    storage: the old objects are removed, then the new ones written)."""
+    import zarr
+
+    final = store_root / ARRAYS_DIR / target
+    if is_remote(store_root):
+        remove_tree(final)
+        parent, name = target.rsplit("/", 1) if "/" in target else ("", target)
+        create_array(zarr.open_group(str(store_root / ARRAYS_DIR / parent), mode="a", zarr_format=3), name, data)
+        return
+    staged = stage_group(store_root, target)
+    try:
+        create_array(staged.group, "array", data)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        replace_dir(staged.staging_dir / "array", final, store_root)
+    finally:
+        staged.discard()
+
+
+def replace_dir(src: Path, dst: Path, store_root: Path) -> None:
+    """Move ``src`` to ``dst``; an existing ``dst`` is moved aside first and then deleted."""
+    if dst.exists():
+        trash = store_root / STAGING_DIR / f"replaced-{uuid.uuid4().hex[:8]}"
+        os.rename(dst, trash)
+        os.rename(src, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(src, dst)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder (or an object-storage prefix) and everything in it, if it exists."""
+    if is_remote(path):
+        if path.fs.exists(path.path):
+            path.fs.rm(path.path, recursive=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def ensure_groups(store_root: Path, path: str, attributes: Mapping[str, Any] | None = None) -> None:
+    """Create the chain of zarr groups down to ``arrays.zarr/<path>`` (each group needs its zarr.json)."""
+    import zarr
+
+    root = store_root / ARRAYS_DIR
+    parts = [p for p in path.split("/") if p]
+    for depth in range(len(parts) + 1):
+        sub = root.joinpath(*parts[:depth])
+        if not (sub / "zarr.json").exists():
+            attrs = dict(attributes or {}) if depth == len(parts) else {}
+            zarr.open_group(str(sub), mode="a", zarr_format=3, attributes=attrs)
+
+
+LOCK_MAX_AGE_S = 6 * 3600
+
+
+@contextlib.contextmanager
+def store_lock(store_root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a store for the duration of a writing command.
+
+    On a local disk this is an advisory file lock (released by the kernel when the process dies). Object storage
+    has none: a lock object holding the writer's identity is created and deleted afterwards; one younger than six
+    hours refuses a second writer, an older one is taken to be left by a crash and replaced.
+
+    Raises:
+        StoreError: another process holds the lock.
+    """
+    if is_remote(store_root):
+        with _object_lock(store_root):
+            yield
+        return
+    store_root.mkdir(parents=True, exist_ok=True)
+    with open(store_root / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise StoreError(f"{store_root}: another facedata process is writing this store (lock {LOCK_FILE})") from e
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _object_lock(store_root: Path) -> Iterator[None]:
+    import socket
+    import time
+
+    lock = store_root / LOCK_FILE
+    if lock.exists():
+        try:
+            held = json.loads(lock.read_text())
+        except (OSError, ValueError):
+            held = {}
+        age = time.time() - float(held.get("time", 0))
+        if age < LOCK_MAX_AGE_S:
+            raise StoreError(f"{store_root}: another facedata process is writing this store (lock object "
+                             f"{LOCK_FILE} of {held.get('host')} pid {held.get('pid')}, {age:.0f} s old; delete it if "
+                             "that process is gone)")
+    token = uuid.uuid4().hex
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                                "token": token}))
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(lock.read_text()).get("token") == token:
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def clear_staging(store_root: Path) -> int:
+    """Remove what a crashed writer left in ``.staging``. Returns the number of entries removed."""
+    if is_remote(store_root):
+        return 0  # no staging on object storage (see StagedGroup)
+    staging = store_root / STAGING_DIR
+    if not staging.is_dir():
+        return 0
+    entries = list(staging.iterdir())
+    for entry in entries:
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+    return len(entries)
