@@ -4,6 +4,7 @@ reference model on real speech, and ``animate`` / ``evaluate`` with ``audio_fron
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from facedata.audio import SAMPLE_RATE_HZ
 from facedata.errors import InputError
 from facedata.meshio import read_obj
 from facedata.store import Store
-from meshtalk.animate import animate, animate_file, read_animation, read_speech
+from meshtalk.animate import LabelPlan, Speech, animate, animate_file, animate_speech, read_animation, read_speech
 from meshtalk.checkpoint import load_checkpoint, save_checkpoint
 from meshtalk.data import read_sequence, select_sequences
 from meshtalk.evaluate import EvaluateConfig, evaluate
@@ -91,6 +92,27 @@ def test_waveform_to_windows_mel_codes_and_labels_match_the_reference(golden, mo
     torch.testing.assert_close(codes, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
     labels = sample(model.context, codes[None], method="fast", argmax=True).labels
     assert torch.equal(labels, torch.from_numpy(golden["out.context_sample_argmax_labels"]))
+
+
+def test_streamed_animation_of_the_golden_speech_is_the_releases(golden, model):  # noqa: F811
+    # animate's pipeline (audio codes, one sampled chain, the streamed decoder) with the reference front end, on
+    # the golden speech and template: the release's seed-4 labels and geometry (its sampling draws the same noise).
+    # The small golden model's labels survive the utterance front end's 4 % code difference too, so it is the test
+    # above that tells the front ends apart; this one checks the streaming around them.
+    audio = golden_utterance(golden)
+    speech = Speech(path=Path("golden.wav"), audio_16k=audio, source_rate_hz=SAMPLE_RATE_HZ, source_channels=1,
+                    source_subtype="FLOAT", gain=1.0, n_frames=golden["in.audio"].shape[1])
+    template = golden["in.template"][0]
+    pieces = list(animate_speech(model.eval(), speech, template, plan=LabelPlan(seed=4, chunk_frames=12),
+                                 smoothing_masks=[], audio_frontend="reference"))
+    geometry = np.concatenate([g[0] for _, g, _ in pieces])  # (30, V, 3)
+    labels = np.concatenate([lab[0] for _, _, lab in pieces])  # (30, H)
+    np.testing.assert_array_equal(labels, golden["out.context_sample_seed4_labels"][0])
+    expected = golden["out.animate_geom_before_smoothing"]
+    np.testing.assert_allclose(geometry, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    argmax = list(animate_speech(model, speech, template, plan=LabelPlan(argmax=True), smoothing_masks=[],
+                                 audio_frontend="reference"))
+    np.testing.assert_array_equal(argmax[0][2][0], golden["out.context_sample_argmax_labels"][0])
 
 
 def test_animate_with_the_reference_front_end_is_the_reference_pipeline(face_files, tmp_path):  # noqa: F811
