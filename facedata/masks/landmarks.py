@@ -129,16 +129,22 @@ def _midline_landmarks(v: np.ndarray, nose: np.ndarray, path: str | Path) -> dic
     from scipy.signal import find_peaks
 
     edge = _median_edge_estimate(v)
-    band = np.flatnonzero((np.abs(v[:, 0] - nose[0]) < max(3.0, 1.5 * edge))
-                          & (v[:, 1] <= nose[1]) & (v[:, 1] > nose[1] - PROFILE_DEPTH_MM))
-    below = nose[1] - v[band, 1]  # mm below the nose tip, >= 0
     n_bins = int(PROFILE_DEPTH_MM)
-    bins = np.minimum(below.astype(np.int64), n_bins - 1)
-    profile = np.full(n_bins, -np.inf)
-    np.maximum.at(profile, bins, v[band, 2])
-    filled = np.isfinite(profile)
-    if filled.sum() < n_bins // 2:
-        raise InputError(path, "midline below the nose tip", expected=f"vertices within {max(3.0, 1.5 * edge):.1f} "
+    # A narrow band first; a coarse mesh (few vertices on the midline) gets a wider one.
+    for half_width in (max(3.0, 1.5 * edge), max(6.0, 3.0 * edge)):
+        # The front of the face only: on a whole head a slice the band misses in front would take the back's depth.
+        band = np.flatnonzero((np.abs(v[:, 0] - nose[0]) < half_width)
+                              & (v[:, 1] <= nose[1]) & (v[:, 1] > nose[1] - PROFILE_DEPTH_MM)
+                              & (v[:, 2] > nose[2] - FRONT_DEPTH_MM))
+        below = nose[1] - v[band, 1]  # mm below the nose tip, >= 0
+        bins = np.minimum(below.astype(np.int64), n_bins - 1)
+        profile = np.full(n_bins, -np.inf)
+        np.maximum.at(profile, bins, v[band, 2])
+        filled = np.isfinite(profile)
+        if filled.sum() >= n_bins // 2:
+            break
+    else:
+        raise InputError(path, "midline below the nose tip", expected=f"vertices within {half_width:.1f} "
                          "mm of the nose tip's x", actual=f"{filled.sum()} of {n_bins} 1-mm slices covered")
     profile = np.interp(np.arange(n_bins), np.flatnonzero(filled), profile[filled])
     profile = np.convolve(np.pad(profile, 1, mode="edge"), np.ones(3) / 3.0, mode="valid")

@@ -117,10 +117,11 @@ BAD_FRAMES = {
     "metres": (lambda v: v / 1000.0, "metres"),
     "centimetres": (lambda v: v / 10.0, "centimetres"),
     "world": (lambda v: v + np.array([30.0, -20.0, 1000.0]), "world coordinates"),
-    "z up": (lambda v: v[:, [0, 2, 1]] * np.array([1.0, -1.0, 1.0]), "thinnest along y"),
+    "z up": (lambda v: v[:, [0, 2, 1]] * np.array([1.0, -1.0, 1.0]), r"looks along -y \(a z-up frame"),
     "looking along -z": (lambda v: v * np.array([-1.0, 1.0, -1.0]), "looks along -z"),
+    "looking along x": (lambda v: v[:, [2, 1, 0]] * np.array([1.0, 1.0, -1.0]), "symmetric across z"),
     "upside down": (lambda v: v * np.array([-1.0, -1.0, 1.0]), "upside down"),
-    "lying on its side": (lambda v: v[:, [1, 0, 2]], "tallest along x"),
+    "lying on its side": (lambda v: v[:, [1, 0, 2]], "rotated about z"),
 }
 
 
