@@ -101,6 +101,7 @@ MIDLINE_HALF_WIDTH_MM = 8.0
 BESIDE_MM = (25.0, 35.0)  # the surface this far beside the midline, at the same height
 SAME_HEIGHT_MM = 8.0
 NOSE_SLOPE_MM = (10.0, 25.0)  # above and below the nose tip, where the bridge and the upper lip are
+NOSE_PROFILE_DEPTH_MM = 60.0  # the midline's front: a slice of a coarse mesh may hold only the back of the head
 MIRROR_SHIFTS = np.linspace(-0.1, 0.1, 11)  # of the extent along the axis, around its median
 MIRROR_PROBES = 2000
 
@@ -152,6 +153,7 @@ def nose_slopes_mm(vertices_mm: np.ndarray, centre_x: float) -> tuple[float, flo
     v = np.asarray(vertices_mm, np.float64)
     midline = np.flatnonzero(np.abs(v[:, 0] - centre_x) < MIDLINE_HALF_WIDTH_MM)
     tip = v[midline[np.argmax(v[midline, 2])]]
+    midline = midline[v[midline, 2] > tip[2] - NOSE_PROFILE_DEPTH_MM]
     slopes = []
     for sign in (1.0, -1.0):
         drops = []

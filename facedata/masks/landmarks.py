@@ -41,6 +41,7 @@ EYE_WINDOW_X_MM = (12.0, 60.0)  # beside the nose tip
 EYE_WINDOW_Y_MM = (8.0, 60.0)  # above the nose tip
 EYE_RECESS_RADIUS_MM = 22.0
 EYE_RECESS_FRACTION = 0.5
+EYE_SHEET_MM = 40.0  # neighbours further in front of or behind a vertex are another sheet (the back of a head)
 FRONT_DEPTH_MM = 60.0  # vertices more than this behind the nose tip are not on the front of the face
 
 
@@ -189,7 +190,9 @@ def _eye_recess(v: np.ndarray, nose: np.ndarray, front: np.ndarray, sign: float,
                          "the nose tip (give the eye with --landmarks)", actual=f"{window.size} vertices")
     tree = cKDTree(v[:, :2])
     neighbours = tree.query_ball_point(v[window, :2], EYE_RECESS_RADIUS_MM)
-    depth = np.array([v[nb, 2].mean() for nb in neighbours]) - v[window, 2]
+    # Surroundings on the same sheet of surface only: on a whole head the back of the skull is behind every eye.
+    depth = np.array([_same_sheet_mean(v[nb, 2], z) for nb, z in zip(neighbours, v[window, 2], strict=True)]) \
+        - v[window, 2]
     deepest = depth.max()
     if deepest <= 0:
         raise InputError(path, f"eye_{side} recess", expected="a hollow beside and above the nose tip",
@@ -198,6 +201,11 @@ def _eye_recess(v: np.ndarray, nose: np.ndarray, front: np.ndarray, sign: float,
     centre = (v[window, :2] * weight[:, None]).sum(axis=0) / weight.sum()
     nearest = int(window[np.argmin(np.linalg.norm(v[window, :2] - centre, axis=1))])
     return nearest, (float(centre[0]), float(centre[1]), float(v[nearest, 2]))
+
+
+def _same_sheet_mean(depths_mm: np.ndarray, own_mm: float) -> float:
+    """Mean of the neighbours' depths (N,) that lie within ``EYE_SHEET_MM`` of the vertex's own depth."""
+    return float(depths_mm[np.abs(depths_mm - own_mm) < EYE_SHEET_MM].mean())
 
 
 def _median_edge_estimate(v: np.ndarray) -> float:

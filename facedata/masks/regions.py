@@ -44,10 +44,13 @@ class MaskParameters:
     mouth_radius_mm: float = 58.0
     upper_face_below_eyes_mm: float = 16.0
     upper_face_half_width_mm: float = 68.0
+    upper_face_above_eyes_mm: float | None = None
     forehead_above_eyes_mm: float = 20.0
     forehead_half_width_mm: float = 62.0
     neck_below_chin_mm: float = 27.0
     neck_max_downward: float = 0.3
+    neck_jaw_slope: float = 0.0
+    neck_rise_max_mm: float = 0.0
     eyelid_half_width_mm: float = 12.0
     eyelid_half_height_mm: float = 5.0
     front_depth_mm: float = 75.0
@@ -106,13 +109,19 @@ def compute_masks(vertices_mm: np.ndarray, faces: np.ndarray, graph: SurfaceGrap
     mouth = soft(p.mouth_radius_mm - graph.distance_from_point(v, anchor))
 
     upper_core = front & (y > eye_y - p.upper_face_below_eyes_mm) & (np.abs(x - mid_x) < p.upper_face_half_width_mm)
+    if p.upper_face_above_eyes_mm is not None:
+        upper_core &= y < eye_y + p.upper_face_above_eyes_mm
     forehead_core = front & (y > eye_y + p.forehead_above_eyes_mm) & (np.abs(x - mid_x) < p.forehead_half_width_mm)
     chin = landmarks.position(v, "chin")
     # The neck is the wall below the jaw: facing sideways or forwards, not down like the skin under the chin.
     normals = vertex_normals(v, faces)
     if np.einsum("ij,ij->i", normals, v).mean() < 0:
         normals = -normals  # inward winding: turn the normals away from the head centre (the origin)
-    neck_core = (y < chin[1] - p.neck_below_chin_mm) & (normals[:, 1] > -p.neck_max_downward)
+    # The jaw line rises towards the ears: behind the chin the neck's upper edge climbs neck_jaw_slope mm per mm,
+    # by at most neck_rise_max_mm (the nape of a whole head).
+    rise = np.minimum(p.neck_jaw_slope * np.maximum(chin[2] - z, 0.0), p.neck_rise_max_mm)
+    neck_top_y = chin[1] - p.neck_below_chin_mm + rise
+    neck_core = (y < neck_top_y) & (normals[:, 1] > -p.neck_max_downward)
     eyelid = np.zeros(v.shape[0], bool)
     for eye in eyes:
         eyelid |= (((x - eye[0]) / p.eyelid_half_width_mm) ** 2 + ((y - eye[1]) / p.eyelid_half_height_mm) ** 2 <= 1.0)
