@@ -8,10 +8,13 @@ near in space but far along the skin (the nose above the lip, the neck under the
 - ``mouth``: a geodesic disc of ``mouth_radius_mm`` around the point ``mouth_below_mm`` below the lip line on the
   midline (lips, jaw, chin, cheeks beside the mouth).
 - ``upper_face``: the front of the face above a line ``upper_face_below_eyes_mm`` below the eyes, within
-  ``upper_face_half_width_mm`` of the midline (eyes, brows, forehead).
+  ``upper_face_half_width_mm`` of the midline (eyes, brows, forehead), and when ``upper_face_above_eyes_mm`` is set
+  below a line that far above the eyes (MeshTalk's released eye mask stops mid-forehead).
 - ``forehead``: the same above ``forehead_above_eyes_mm`` over the eyes, within ``forehead_half_width_mm``.
 - ``neck``: the surface more than ``neck_below_chin_mm`` below the chin that faces sideways or forwards (its
   outward unit normal's downward component below ``neck_max_downward``), not down like the skin under the chin.
+  Behind the chin that upper edge climbs ``neck_jaw_slope`` mm per mm, by at most ``neck_rise_max_mm``, as the jaw
+  line rises to the ears on a whole head (0 and 0 by default: a level edge).
 - ``eyelid``: 0/1, the vertices within an ellipse (``eyelid_half_width_mm`` x ``eyelid_half_height_mm``, in x and
   y) around each eye landmark (the top of the eye's recess, over the upper lid), on the front of the face.
 
