@@ -37,7 +37,7 @@ import resource
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -634,7 +634,8 @@ class AnimateResult:
 
 def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, plan: LabelPlan,
                    smoothing_masks: list[np.ndarray], times: StageTimes | None = None,
-                   decode_frames: int = 300) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+                   decode_frames: int = 300, audio_frontend: str = "utterance"
+                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Stream the animation of ``speech``: yields (first frame, S x n x V x 3 float32 mm, S x n x H labels) in
     frame order, holding at most a few pieces of ``decode_frames`` frames (and one batch of label segments).
 
@@ -643,16 +644,24 @@ def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, 
     warm-up labels are decoded from the decoder state before them, and the two are blended linearly, so that the
     face moves from one chain's state to the other's instead of jumping. The labels saved for those frames are
     the earlier segment's.
+
+    ``audio_frontend``: ``utterance`` (the store's features) or ``reference`` (the release's per-window log-mel,
+    ``meshtalk.frontend``; give it ``speech.n_frames`` of ``reference_frame_count``).
     """
     from meshtalk.evaluate import shape_agnostic_kernels
+    from meshtalk.frontend import check_frontend, reference_speech_codes
 
     times = times or StageTimes()
     T = speech.n_frames
     device = next(model.parameters()).device
     C = model.config.classes
 
+    reference = check_frontend(audio_frontend) == "reference"
+
     def codes(a: int, b: int) -> Tensor:
         with times.stage("audio codes"):
+            if reference:
+                return reference_speech_codes(model, speech.audio_16k, a, b)
             return speech_codes(model.encoder.audio, speech.audio_16k, a, b).to(device)
 
     decoder = DecoderStream(model.decoder, torch.from_numpy(template_mm).to(device)[None])
@@ -729,7 +738,7 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
                  smoothing: bool = True, samples: int | None = None, seed: int = 0, argmax: bool = False,
                  noise_scale: float = 1.0, segment_frames: int | None = None, obj: bool = False,
                  video: VideoOptions | None = DEFAULT_VIDEO, threads: int | None = 1,
-                 progress: Callable[[str], None] | None = None) -> AnimateResult:
+                 audio_frontend: str = "utterance", progress: Callable[[str], None] | None = None) -> AnimateResult:
     """Animate a face with a WAV of speech; write ``OUT/animation.npz``, optionally OBJ frames and an MP4.
 
     Args:
@@ -747,6 +756,8 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
         video: MP4 options; None for no video.
         threads: torch intra-op threads while computing (None: torch's default). One by default: on 2 busy
             cores every stage ran faster on one thread (the sampler always runs on one, see ``iter_labels``).
+        audio_frontend: ``utterance`` (the store's features, T = ceil(30 x seconds)) or ``reference`` (the
+            release's windows and frame count, for imported weights: ``meshtalk.frontend``).
         progress: called with one line per finished stage.
 
     Output ``animation.npz``: ``vertices`` (T, V, 3) or (S, T, V, 3) float32 mm, ``labels`` (T, H) or
@@ -759,7 +770,9 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
             model's.
     """
     from meshtalk.checkpoint import load_checkpoint
+    from meshtalk.frontend import check_frontend, check_reference_length
 
+    check_frontend(audio_frontend)
     say = progress or (lambda line: None)
     times = StageTimes()
     out = Path(out)
@@ -776,6 +789,8 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
             compile_resampler(audio)
         with times.stage("read audio"):
             speech = read_speech(audio)
+        if audio_frontend == "reference":  # the release's frame count: one frame fewer for most lengths
+            speech = replace(speech, n_frames=check_reference_length(speech.audio_16k.size, path=speech.path))
         say(f"{speech.path}: {speech.seconds:.2f} s at {speech.source_rate_hz} Hz, {speech.source_channels} "
             f"channel(s) -> {speech.n_frames} frames")
         T, V, H = speech.n_frames, model.config.n_vertices, model.config.heads
@@ -788,7 +803,8 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
                                  sample_axis=samples is not None)
         try:
             for first, geometry, drawn in animate_speech(model, speech, face.template_mm, plan=plan,
-                                                         smoothing_masks=masks, times=times):
+                                                         smoothing_masks=masks, times=times,
+                                                         audio_frontend=audio_frontend):
                 with times.stage("write npz"):
                     writer.write(first, geometry, drawn)
                 if obj_dir is not None:
@@ -798,7 +814,8 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
             options = {"checkpoint": str(checkpoint), "audio": str(Path(audio).resolve()), "template": face.source,
                        "samples": samples, "seed": seed, "argmax": argmax, "noise_scale": noise_scale,
                        "smoothing": smoothing, "masks": str(masks_dir or store) if smoothing else None,
-                       "segment_frames": segment_frames, "audio_gain": speech.gain,
+                       "segment_frames": segment_frames, "audio_frontend": audio_frontend,
+                       "audio_gain": speech.gain,
                        "source_rate_hz": speech.source_rate_hz, "source_channels": speech.source_channels}
             with times.stage("write npz"):
                 npz = writer.close(faces=face.faces, template_mm=face.template_mm, audio_seconds=speech.seconds,

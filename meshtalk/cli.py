@@ -20,6 +20,11 @@ app = typer.Typer(
     add_completion=False,
 )
 
+# Kept here rather than imported from meshtalk.frontend: the CLI imports torch only when a command runs.
+AUDIO_FRONTEND_HELP = ("utterance: the store's features (models trained here); reference: the release's "
+                       "one-second windows at 533-sample steps and its frame count (imported weights, to "
+                       "reproduce the release).")
+
 
 @app.command()
 def version() -> None:
@@ -133,6 +138,7 @@ def evaluate(
     upper_threshold: Annotated[float, typer.Option(help="Upper-face set: mask weight above this.")] = 0.1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:i].")] = "auto",
     max_sequences: Annotated[int | None, typer.Option(help="Evaluate only the first N sentences.")] = None,
+    audio_frontend: Annotated[str, typer.Option(help=AUDIO_FRONTEND_HELP)] = "utterance",
 ) -> None:
     """Metrics of reconstruction, audio-only animation and the template baseline on whole sentences."""
     from meshtalk.evaluate import EvaluateConfig, Regions, print_table, write_result
@@ -141,7 +147,7 @@ def evaluate(
     name, _, subset = split.rpartition("/")
     config = EvaluateConfig(store=str(store), checkpoint=str(checkpoint), split=name or "sentence", subset=subset,
                             samples=samples, seed=seed, smoothing=smoothing, device=device,
-                            max_sequences=max_sequences,
+                            max_sequences=max_sequences, audio_frontend=audio_frontend,
                             regions=Regions(lips_mask, lips_threshold, upper_mask, upper_threshold))
     result = run_evaluate(config)
     print_table(result)
@@ -179,6 +185,7 @@ def animate(
     yaw: Annotated[float, typer.Option(help="Camera yaw, degrees (0: front, 90: from the face's left).")] = 0.0,
     pitch: Annotated[float, typer.Option(help="Camera pitch, degrees (positive looks down).")] = 0.0,
     threads: Annotated[int, typer.Option(min=1, help="torch threads; one was faster on 2 busy cores.")] = 1,
+    audio_frontend: Annotated[str, typer.Option(help=AUDIO_FRONTEND_HELP)] = "utterance",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print each stage's time and the real-time "
                                           "factor.")] = False,
 ) -> None:
@@ -190,7 +197,7 @@ def animate(
         smoothing=smoothing, samples=samples, seed=seed, argmax=argmax,
         segment_frames=round(segment_seconds * 30) if segment_seconds > 0 else None, obj=obj,
         video=VideoOptions(width_px=width, height_px=height, yaw_deg=yaw, pitch_deg=pitch) if video else None,
-        threads=threads, progress=typer.echo if verbose else None)
+        threads=threads, audio_frontend=audio_frontend, progress=typer.echo if verbose else None)
     if verbose:
         for stage, seconds in result.times.items():
             tag = "" if stage in COMPUTE_STAGES else "  (once per process)" if stage == "compile" else "  (output)"

@@ -36,6 +36,7 @@ from facedata.store import Store, write_json_atomic
 from meshtalk.animate import smooth_regions
 from meshtalk.checkpoint import load_checkpoint
 from meshtalk.data import SequenceData, SequenceEntry, read_sequence, select_sequences
+from meshtalk.frontend import check_frontend, stored_reference_codes
 from meshtalk.metrics import MetricAccumulator
 from meshtalk.model import MeshTalk, quantize
 from meshtalk.sampling import sample
@@ -162,6 +163,7 @@ class EvaluateConfig:
     chunk_frames: int = 256
     device: str = "auto"
     max_sequences: int | None = None
+    audio_frontend: str = "utterance"  # or "reference": the release's windows from the stored audio (frontend.py)
 
 
 def evaluate(config: EvaluateConfig, *, progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
@@ -173,6 +175,7 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[int, int, str], None
     """
     if config.samples < 1:
         raise InputError("--samples", "no sample to score", expected=">= 1", actual=config.samples)
+    check_frontend(config.audio_frontend)
     device = resolve_device(config.device)
     store = Store(config.store)
     entries = select_sequences(store, split=config.split, subset=config.subset)
@@ -220,7 +223,10 @@ def score_sequence(model: MeshTalk, store: Store, entry: SequenceEntry, config: 
     truth = seq.vertices  # (T, V, 3)
     vertices = torch.from_numpy(truth).to(device)[None]  # (1, T, V, 3)
     template = torch.from_numpy(seq.template).to(device)[None]  # (1, V, 3)
-    audio = audio_codes(model, seq, chunk_frames=config.chunk_frames)  # (1, T, audio_dim)
+    if config.audio_frontend == "reference":
+        audio = stored_reference_codes(model, store, entry.path, seq.n_frames, block_frames=config.chunk_frames)
+    else:
+        audio = audio_codes(model, seq, chunk_frames=config.chunk_frames)  # (1, T, audio_dim)
     # Seeded per sentence: the same samples whatever else is evaluated.
     generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + index)
     with shape_agnostic_kernels():  # the LSTMs see one new length per sentence

@@ -9,8 +9,20 @@ need_apt=()
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || need_apt+=(libusb-1.0-0)   # open3d links it
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get install -y -q "${need_apt[@]}" >/dev/null 2>&1 \
-            || { apt-get update -q >/dev/null && apt-get install -y -q "${need_apt[@]}" >/dev/null; }
+        # Another bootstrap (a second clone, CI beside the demo) may hold apt's locks: wait for them, up to 10 min,
+        # instead of failing at once. DPkg::Lock::Timeout covers install; apt 2.6's update ignores it for the
+        # package lists' lock, so update is retried while that lock is what stops it.
+        apt_wait=(-o DPkg::Lock::Timeout=600)
+        apt_update() {
+            local err
+            for _ in $(seq 120); do
+                if err=$(apt-get "${apt_wait[@]}" update -q 2>&1 >/dev/null); then return 0; fi
+                case "$err" in *"Could not get lock"*) sleep 5 ;; *) echo "$err" >&2; return 1 ;; esac
+            done
+            echo "$err" >&2; return 1
+        }
+        apt-get "${apt_wait[@]}" install -y -q "${need_apt[@]}" >/dev/null 2>&1 \
+            || { apt_update && apt-get "${apt_wait[@]}" install -y -q "${need_apt[@]}" >/dev/null; }
     else
         echo "bootstrap: please install the system packages: ${need_apt[*]}" >&2
     fi

@@ -30,10 +30,17 @@ def smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def check_head_frame(vertices_mm: np.ndarray, *, path: str | Path) -> None:
-    """Check that a face mesh is in the head-local frame: mm, +y up, +z out of the face, origin near the head.
+    """Check that a face or head mesh is in the head-local frame: mm, +y up, +z out of the face, origin near the head.
 
-    A face mesh (face, forehead, some neck) is thinnest front to back and tallest top to bottom; its midline
-    stands further forward than its sides, and its top (forehead) is wider than its bottom (chin, neck).
+    The frame is read from the face itself, so a face mask and a whole head (back of the skull and neck, deeper than
+    wide, as MeshTalk's template and Multiface's meshes are) pass alike:
+
+    - left-right is the axis the mesh is mirror-symmetric across (it must be x);
+    - the face looks where the nose tip stands out: of the four directions +-z and +-y, the midline's most
+      protruding point towards +z must stand furthest ahead of the surface 30 mm beside it (the nose before the
+      cheeks; the back of the skull, its crown and the neck are round or flat there);
+    - up is where the nose slopes gently: 10-25 mm above the tip the midline lies a few mm behind it (the bridge),
+      as far below it lies far behind it (under the nose, the upper lip).
 
     Args:
         vertices_mm: (V, 3) vertex positions.
@@ -62,26 +69,100 @@ def check_head_frame(vertices_mm: np.ndarray, *, path: str | Path) -> None:
         raise InputError(path, "head-local frame", expected=f"centroid within {MAX_CENTROID_MM:.0f} mm of the origin",
                          actual=f"{np.round(centroid, 1).tolist()} mm (world coordinates? apply the inverse of "
                                 "the frame's transform)")
-    centred = v - centroid
-    _, axes = np.linalg.eigh(np.cov(centred.T))  # columns by increasing variance
-    thinnest, longest = int(np.argmax(np.abs(axes[:, 0]))), int(np.argmax(np.abs(axes[:, 2])))
-    if thinnest != 2:
-        raise InputError(path, "head-local frame", expected="+z out of the face (the mesh thinnest along z)",
-                         actual=f"thinnest along {AXIS_NAMES[thinnest]} (is the face looking along "
-                                f"{AXIS_NAMES[thinnest]}, e.g. a z-up frame?)")
-    if longest != 1:
-        raise InputError(path, "head-local frame", expected="+y up (the mesh tallest along y)",
-                         actual=f"tallest along {AXIS_NAMES[longest]} (is the face rotated about z?)")
-    half_width = 0.1 * np.ptp(v[:, 0])
-    midline = np.abs(v[:, 0] - np.median(v[:, 0])) < half_width
-    if v[midline, 2].mean() <= v[~midline, 2].mean():
-        raise InputError(path, "head-local frame", expected="+z out of the face (the midline in front of the sides)",
-                         actual="the midline is behind the sides (the face looks along -z)")
-    low, high = np.quantile(v[:, 1], [0.2, 0.8])
-    top_width, bottom_width = np.ptp(v[v[:, 1] >= high, 0]), np.ptp(v[v[:, 1] <= low, 0])
-    if top_width <= bottom_width:
-        raise InputError(path, "head-local frame", expected="+y up (the top of the face wider than the chin and neck)",
-                         actual=f"top {top_width:.0f} mm wide, bottom {bottom_width:.0f} mm (upside down?)")
+    planes = mirror_planes(v)
+    gaps = [gap for gap, _ in planes]
+    symmetric = int(np.argmin(gaps))
+    if symmetric != 0:
+        hint = "looking along x, turned about y" if symmetric == 2 else "rotated about z, lying on its side"
+        raise InputError(path, "head-local frame", expected="+x across the face (the mesh mirror-symmetric across x)",
+                         actual=f"most symmetric across {AXIS_NAMES[symmetric]} (mirror gap {gaps[symmetric]:.1f} "
+                                f"mm, across x {gaps[0]:.1f} mm: is the face {hint}?)")
+    centre_x = planes[0][1]
+    protrusion = {name: nose_protrusion_mm(v, axis, sign, centre_x)
+                  for name, (axis, sign) in FACING_DIRECTIONS.items()}
+    facing = max(protrusion, key=protrusion.get)
+    if facing != "+z":
+        hint = " (a z-up frame?)" if facing[1] == "y" else ""
+        raise InputError(path, "head-local frame",
+                         expected="+z out of the face (the nose tip, the midline's most protruding point, towards +z)",
+                         actual=f"the face looks along {facing}{hint}: the midline stands out "
+                                f"{protrusion[facing]:.0f} mm towards {facing}, {protrusion['+z']:.0f} mm towards +z")
+    above, below = nose_slopes_mm(v, centre_x)
+    if above >= below:
+        raise InputError(path, "head-local frame",
+                         expected="+y up (the nose's bridge above its tip, the upper lip under it)",
+                         actual=f"the midline lies {above:.0f} mm behind the nose tip 10-25 mm above it and "
+                                f"{below:.0f} mm 10-25 mm below it (upside down?)")
+
+
+# The four directions the face may look along once x is left-right: (axis, sign).
+FACING_DIRECTIONS = {"+z": (2, 1.0), "-z": (2, -1.0), "+y": (1, 1.0), "-y": (1, -1.0)}
+MIDLINE_HALF_WIDTH_MM = 8.0
+BESIDE_MM = (25.0, 35.0)  # the surface this far beside the midline, at the same height
+SAME_HEIGHT_MM = 8.0
+NOSE_SLOPE_MM = (10.0, 25.0)  # above and below the nose tip, where the bridge and the upper lip are
+NOSE_PROFILE_DEPTH_MM = 60.0  # the midline's front: a slice of a coarse mesh may hold only the back of the head
+MIRROR_SHIFTS = np.linspace(-0.1, 0.1, 11)  # of the extent along the axis, around its median
+MIRROR_PROBES = 2000
+
+
+def mirror_planes(vertices_mm: np.ndarray) -> list[tuple[float, float]]:
+    """For x, y and z: how far the mesh is from mirror-symmetric across that axis and where its mirror plane is.
+
+    Returns:
+        [(gap_mm, centre_mm)] per axis: the median distance of the mirrored vertices (at most 2000, evenly spaced)
+        to the nearest vertex, for the best of 11 planes within +-10 % of the extent around the median.
+    """
+    from scipy.spatial import cKDTree
+
+    v = np.asarray(vertices_mm, np.float64)
+    tree = cKDTree(v)
+    probe = v[:: max(1, v.shape[0] // MIRROR_PROBES)]
+    planes = []
+    for axis in range(3):
+        best = (np.inf, float(np.median(v[:, axis])))
+        for shift in MIRROR_SHIFTS:
+            centre = float(np.median(v[:, axis]) + shift * np.ptp(v[:, axis]))
+            mirrored = probe.copy()
+            mirrored[:, axis] = 2.0 * centre - mirrored[:, axis]
+            gap = float(np.median(tree.query(mirrored)[0]))
+            if gap < best[0]:
+                best = (gap, centre)
+        planes.append(best)
+    return planes
+
+
+def nose_protrusion_mm(vertices_mm: np.ndarray, axis: int, sign: float, centre_x: float) -> float:
+    """How far the midline's most protruding point towards ``sign`` * ``axis`` stands ahead of the surface beside it
+    (25-35 mm to either side in x, within 8 mm of its height along the other axis); 0 where nothing is beside it."""
+    v = np.asarray(vertices_mm, np.float64)
+    ahead = sign * v[:, axis]
+    other = 3 - axis  # y <-> z
+    midline = np.flatnonzero(np.abs(v[:, 0] - centre_x) < MIDLINE_HALF_WIDTH_MM)
+    if midline.size == 0:
+        return 0.0
+    tip = int(midline[np.argmax(ahead[midline])])
+    off = np.abs(v[:, 0] - centre_x)
+    beside = (off > BESIDE_MM[0]) & (off < BESIDE_MM[1]) & (np.abs(v[:, other] - v[tip, other]) < SAME_HEIGHT_MM)
+    return float(ahead[tip] - ahead[beside].max()) if beside.any() else 0.0
+
+
+def nose_slopes_mm(vertices_mm: np.ndarray, centre_x: float) -> tuple[float, float]:
+    """How far (mm) the midline's forward profile lies behind the nose tip (its most forward point), on average over
+    the 1-mm slices 10-25 mm above the tip and 10-25 mm below it."""
+    v = np.asarray(vertices_mm, np.float64)
+    midline = np.flatnonzero(np.abs(v[:, 0] - centre_x) < MIDLINE_HALF_WIDTH_MM)
+    tip = v[midline[np.argmax(v[midline, 2])]]
+    midline = midline[v[midline, 2] > tip[2] - NOSE_PROFILE_DEPTH_MM]
+    slopes = []
+    for sign in (1.0, -1.0):
+        drops = []
+        for step in np.arange(NOSE_SLOPE_MM[0], NOSE_SLOPE_MM[1] + 1.0):
+            in_slice = midline[np.abs(sign * (v[midline, 1] - tip[1]) - step) < 0.5]
+            if in_slice.size:
+                drops.append(tip[2] - v[in_slice, 2].max())
+        slopes.append(float(np.mean(drops)) if drops else 0.0)
+    return slopes[0], slopes[1]
 
 
 @dataclass(frozen=True)

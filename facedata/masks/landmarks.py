@@ -41,6 +41,7 @@ EYE_WINDOW_X_MM = (12.0, 60.0)  # beside the nose tip
 EYE_WINDOW_Y_MM = (8.0, 60.0)  # above the nose tip
 EYE_RECESS_RADIUS_MM = 22.0
 EYE_RECESS_FRACTION = 0.5
+EYE_SHEET_MM = 40.0  # neighbours further in front of or behind a vertex are another sheet (the back of a head)
 FRONT_DEPTH_MM = 60.0  # vertices more than this behind the nose tip are not on the front of the face
 
 
@@ -129,16 +130,22 @@ def _midline_landmarks(v: np.ndarray, nose: np.ndarray, path: str | Path) -> dic
     from scipy.signal import find_peaks
 
     edge = _median_edge_estimate(v)
-    band = np.flatnonzero((np.abs(v[:, 0] - nose[0]) < max(3.0, 1.5 * edge))
-                          & (v[:, 1] <= nose[1]) & (v[:, 1] > nose[1] - PROFILE_DEPTH_MM))
-    below = nose[1] - v[band, 1]  # mm below the nose tip, >= 0
     n_bins = int(PROFILE_DEPTH_MM)
-    bins = np.minimum(below.astype(np.int64), n_bins - 1)
-    profile = np.full(n_bins, -np.inf)
-    np.maximum.at(profile, bins, v[band, 2])
-    filled = np.isfinite(profile)
-    if filled.sum() < n_bins // 2:
-        raise InputError(path, "midline below the nose tip", expected=f"vertices within {max(3.0, 1.5 * edge):.1f} "
+    # A narrow band first; a coarse mesh (few vertices on the midline) gets a wider one.
+    for half_width in (max(3.0, 1.5 * edge), max(6.0, 3.0 * edge)):
+        # The front of the face only: on a whole head a slice the band misses in front would take the back's depth.
+        band = np.flatnonzero((np.abs(v[:, 0] - nose[0]) < half_width)
+                              & (v[:, 1] <= nose[1]) & (v[:, 1] > nose[1] - PROFILE_DEPTH_MM)
+                              & (v[:, 2] > nose[2] - FRONT_DEPTH_MM))
+        below = nose[1] - v[band, 1]  # mm below the nose tip, >= 0
+        bins = np.minimum(below.astype(np.int64), n_bins - 1)
+        profile = np.full(n_bins, -np.inf)
+        np.maximum.at(profile, bins, v[band, 2])
+        filled = np.isfinite(profile)
+        if filled.sum() >= n_bins // 2:
+            break
+    else:
+        raise InputError(path, "midline below the nose tip", expected=f"vertices within {half_width:.1f} "
                          "mm of the nose tip's x", actual=f"{filled.sum()} of {n_bins} 1-mm slices covered")
     profile = np.interp(np.arange(n_bins), np.flatnonzero(filled), profile[filled])
     profile = np.convolve(np.pad(profile, 1, mode="edge"), np.ones(3) / 3.0, mode="valid")
@@ -183,7 +190,9 @@ def _eye_recess(v: np.ndarray, nose: np.ndarray, front: np.ndarray, sign: float,
                          "the nose tip (give the eye with --landmarks)", actual=f"{window.size} vertices")
     tree = cKDTree(v[:, :2])
     neighbours = tree.query_ball_point(v[window, :2], EYE_RECESS_RADIUS_MM)
-    depth = np.array([v[nb, 2].mean() for nb in neighbours]) - v[window, 2]
+    # Surroundings on the same sheet of surface only: on a whole head the back of the skull is behind every eye.
+    depth = np.array([_same_sheet_mean(v[nb, 2], z) for nb, z in zip(neighbours, v[window, 2], strict=True)]) \
+        - v[window, 2]
     deepest = depth.max()
     if deepest <= 0:
         raise InputError(path, f"eye_{side} recess", expected="a hollow beside and above the nose tip",
@@ -192,6 +201,11 @@ def _eye_recess(v: np.ndarray, nose: np.ndarray, front: np.ndarray, sign: float,
     centre = (v[window, :2] * weight[:, None]).sum(axis=0) / weight.sum()
     nearest = int(window[np.argmin(np.linalg.norm(v[window, :2] - centre, axis=1))])
     return nearest, (float(centre[0]), float(centre[1]), float(v[nearest, 2]))
+
+
+def _same_sheet_mean(depths_mm: np.ndarray, own_mm: float) -> float:
+    """Mean of the neighbours' depths (N,) that lie within ``EYE_SHEET_MM`` of the vertex's own depth."""
+    return float(depths_mm[np.abs(depths_mm - own_mm) < EYE_SHEET_MM].mean())
 
 
 def _median_edge_estimate(v: np.ndarray) -> float:

@@ -8,10 +8,13 @@ near in space but far along the skin (the nose above the lip, the neck under the
 - ``mouth``: a geodesic disc of ``mouth_radius_mm`` around the point ``mouth_below_mm`` below the lip line on the
   midline (lips, jaw, chin, cheeks beside the mouth).
 - ``upper_face``: the front of the face above a line ``upper_face_below_eyes_mm`` below the eyes, within
-  ``upper_face_half_width_mm`` of the midline (eyes, brows, forehead).
+  ``upper_face_half_width_mm`` of the midline (eyes, brows, forehead), and when ``upper_face_above_eyes_mm`` is set
+  below a line that far above the eyes (MeshTalk's released eye mask stops mid-forehead).
 - ``forehead``: the same above ``forehead_above_eyes_mm`` over the eyes, within ``forehead_half_width_mm``.
 - ``neck``: the surface more than ``neck_below_chin_mm`` below the chin that faces sideways or forwards (its
   outward unit normal's downward component below ``neck_max_downward``), not down like the skin under the chin.
+  Behind the chin that upper edge climbs ``neck_jaw_slope`` mm per mm, by at most ``neck_rise_max_mm``, as the jaw
+  line rises to the ears on a whole head (0 and 0 by default: a level edge).
 - ``eyelid``: 0/1, the vertices within an ellipse (``eyelid_half_width_mm`` x ``eyelid_half_height_mm``, in x and
   y) around each eye landmark (the top of the eye's recess, over the upper lid), on the front of the face.
 
@@ -44,10 +47,13 @@ class MaskParameters:
     mouth_radius_mm: float = 58.0
     upper_face_below_eyes_mm: float = 16.0
     upper_face_half_width_mm: float = 68.0
+    upper_face_above_eyes_mm: float | None = None
     forehead_above_eyes_mm: float = 20.0
     forehead_half_width_mm: float = 62.0
     neck_below_chin_mm: float = 27.0
     neck_max_downward: float = 0.3
+    neck_jaw_slope: float = 0.0
+    neck_rise_max_mm: float = 0.0
     eyelid_half_width_mm: float = 12.0
     eyelid_half_height_mm: float = 5.0
     front_depth_mm: float = 75.0
@@ -106,13 +112,19 @@ def compute_masks(vertices_mm: np.ndarray, faces: np.ndarray, graph: SurfaceGrap
     mouth = soft(p.mouth_radius_mm - graph.distance_from_point(v, anchor))
 
     upper_core = front & (y > eye_y - p.upper_face_below_eyes_mm) & (np.abs(x - mid_x) < p.upper_face_half_width_mm)
+    if p.upper_face_above_eyes_mm is not None:
+        upper_core &= y < eye_y + p.upper_face_above_eyes_mm
     forehead_core = front & (y > eye_y + p.forehead_above_eyes_mm) & (np.abs(x - mid_x) < p.forehead_half_width_mm)
     chin = landmarks.position(v, "chin")
     # The neck is the wall below the jaw: facing sideways or forwards, not down like the skin under the chin.
     normals = vertex_normals(v, faces)
     if np.einsum("ij,ij->i", normals, v).mean() < 0:
         normals = -normals  # inward winding: turn the normals away from the head centre (the origin)
-    neck_core = (y < chin[1] - p.neck_below_chin_mm) & (normals[:, 1] > -p.neck_max_downward)
+    # The jaw line rises towards the ears: behind the chin the neck's upper edge climbs neck_jaw_slope mm per mm,
+    # by at most neck_rise_max_mm (the nape of a whole head).
+    rise = np.minimum(p.neck_jaw_slope * np.maximum(chin[2] - z, 0.0), p.neck_rise_max_mm)
+    neck_top_y = chin[1] - p.neck_below_chin_mm + rise
+    neck_core = (y < neck_top_y) & (normals[:, 1] > -p.neck_max_downward)
     eyelid = np.zeros(v.shape[0], bool)
     for eye in eyes:
         eyelid |= (((x - eye[0]) / p.eyelid_half_width_mm) ** 2 + ((y - eye[1]) / p.eyelid_half_height_mm) ** 2 <= 1.0)

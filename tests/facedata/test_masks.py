@@ -30,9 +30,11 @@ from facedata.masks import (
     read_mesh,
     transfer_masks,
 )
+from facedata.masks.io import read_mask_spec
 from facedata.meshio import write_obj
 from facedata.store import Store
 from facedata.synth import identity_truth, write_raw_tree
+from facedata.synth.head import WholeHead, whole_head
 
 # (seed, identity): different proportions drawn per identity (docs/synth.md).
 FACES = [(0, 0), (1, 3), (2, 6), (3, 9), (4, 12)]
@@ -117,10 +119,11 @@ BAD_FRAMES = {
     "metres": (lambda v: v / 1000.0, "metres"),
     "centimetres": (lambda v: v / 10.0, "centimetres"),
     "world": (lambda v: v + np.array([30.0, -20.0, 1000.0]), "world coordinates"),
-    "z up": (lambda v: v[:, [0, 2, 1]] * np.array([1.0, -1.0, 1.0]), "thinnest along y"),
+    "z up": (lambda v: v[:, [0, 2, 1]] * np.array([1.0, -1.0, 1.0]), r"looks along -y \(a z-up frame"),
     "looking along -z": (lambda v: v * np.array([-1.0, 1.0, -1.0]), "looks along -z"),
+    "looking along x": (lambda v: v[:, [2, 1, 0]] * np.array([1.0, 1.0, -1.0]), "symmetric across z"),
     "upside down": (lambda v: v * np.array([-1.0, -1.0, 1.0]), "upside down"),
-    "lying on its side": (lambda v: v[:, [1, 0, 2]], "tallest along x"),
+    "lying on its side": (lambda v: v[:, [1, 0, 2]], "rotated about z"),
 }
 
 
@@ -134,6 +137,80 @@ def test_a_mesh_in_the_wrong_frame_is_refused_in_one_line(case, tmp_path):
         build_masks(template=tmp_path / "face.obj", out=tmp_path / "masks")
     message = str(error.value)
     assert message.startswith(str(tmp_path / "face.obj")) and "\n" not in message and "expected" in message
+
+
+def _rotation(axis: str, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+
+
+@pytest.fixture(scope="module")
+def head() -> WholeHead:
+    return whole_head(0, 0)
+
+
+def test_a_whole_head_deeper_than_wide_gets_the_masks_of_its_face(head, tmp_path):
+    v, f = head.vertices_mm, head.faces
+    width, height, depth = np.ptp(v, axis=0)
+    assert depth > width and height > depth  # a real head's proportions: thinnest across, not front to back
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    assert set(np.unique(np.unique(edges, axis=0, return_counts=True)[1]).tolist()) == {2}  # closed
+    check_head_frame(v, path="head.obj")
+    write_obj(tmp_path / "head.obj", v, f)
+    result = build_masks(template=tmp_path / "head.obj", out=tmp_path / "masks", previews=False)
+    assert result.n_vertices == v.shape[0] > 6172
+    face_only = detect_landmarks(v[: head.n_face])
+    for name, index in result.landmarks.items():  # the back of the skull moves no landmark (the eyes' by < 2 mm)
+        moved = np.linalg.norm(np.subtract(index["position_mm"], v[face_only.indices[name]]))
+        assert moved < (2.0 if name.startswith("eye") else 0.01), name
+    for region in ("mouth", "upper_face"):
+        iou = _iou(result.masks[region] > 0.5, head.regions[region])
+        assert iou >= 0.8, f"{region}: IoU {iou:.3f} with the true region"
+    back = v[:, 2] < v[face_only.indices["nose_tip"], 2] - 100.0  # the back of the skull and the nape
+    assert back.sum() > 1000
+    for region in ("mouth", "upper_face", "eyelid", "forehead"):
+        assert result.masks[region][back].max() == 0.0, region
+
+
+TURNED_HEADS = {  # a whole head turned as a wrong frame would turn it, and words of the one-line error
+    "looking along +x": (("y", 90.0), "symmetric across z"),
+    "looking along -x": (("y", -90.0), "symmetric across z"),
+    "looking along -z": (("y", 180.0), "looks along -z"),
+    "z up": (("x", -90.0), r"looks along \+y \(a z-up frame"),
+    "upside down": (("z", 180.0), "upside down"),
+    "lying on its side": (("z", 90.0), "rotated about z"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TURNED_HEADS))
+def test_a_turned_whole_head_is_refused_in_one_line(case, head, tmp_path):
+    (axis, degrees), words = TURNED_HEADS[case]
+    write_obj(tmp_path / "head.obj", head.vertices_mm @ _rotation(axis, degrees).T, head.faces)
+    with pytest.raises(InputError, match=words) as error:
+        build_masks(template=tmp_path / "head.obj", out=tmp_path / "masks", previews=False)
+    message = str(error.value)
+    assert message.startswith(str(tmp_path / "head.obj")) and "\n" not in message and "expected" in message
+
+
+def test_the_meshtalk_spec_bounds_the_upper_face_and_lifts_the_neck_behind_the_jaw(head):
+    v, f = head.vertices_mm, head.faces
+    _, spec = read_mask_spec(Path(__file__).parents[2] / "docs" / "meshtalk-masks.toml", v.shape[0])
+    graph, landmarks = SurfaceGraph.from_mesh(v, f), detect_landmarks(v)
+    default = compute_masks(v, f, graph, landmarks)
+    release = compute_masks(v, f, graph, landmarks, spec)
+    eye_y = 0.5 * (landmarks.position(v, "eye_left")[1] + landmarks.position(v, "eye_right")[1])
+    top = eye_y + spec.upper_face_above_eyes_mm
+    assert v[default["upper_face"] > 0.5, 1].max() > top + 30.0  # the default reaches the top of the face
+    assert v[release["upper_face"] > 0.5, 1].max() < top + spec.falloff_mm
+    assert v[release["upper_face"] > 0.5, 1].min() < v[default["upper_face"] > 0.5, 1].min() - 8.0  # down to the nose
+    chin = landmarks.position(v, "chin")
+    # Behind the jaw (60+ mm behind the chin) the neck's edge is higher than under the chin; in front it is not.
+    behind, under = v[:, 2] < chin[2] - 60.0, v[:, 2] > chin[2] - 20.0
+    edge = chin[1] - spec.neck_below_chin_mm
+    assert (release["neck"][behind & (v[:, 1] > edge + 10.0)] > 0.5).sum() > 20
+    assert (release["neck"][under & (v[:, 1] > edge + spec.falloff_mm)] > 0.5).sum() == 0
+    assert (default["neck"][behind & (v[:, 1] > edge + 10.0)] > 0.5).sum() == 0
 
 
 def test_wrong_vertex_counts_are_refused(store, tmp_path):
