@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facedata.synth import identity_truth
+from facedata.synth.plan import plan_identity
+from facedata.synth.truth import identity_truth_from_plan
 
 SKULL_SEMI_AXES_MM = (82.0, 110.0, 112.0)  # x, y, z of the ellipsoid the back follows, about the head centre
 BACK_DIRECTION = (0.0, 0.15, -1.0)  # where the swept rings close: behind the head, a little above its centre
@@ -43,7 +44,7 @@ class WholeHead:
 
 def whole_head(seed: int = 0, identity: int = 0) -> WholeHead:
     """Identity ``identity`` of seed ``seed``'s neutral face, closed at the back (see the module docstring)."""
-    truth = identity_truth(seed, identity)
+    truth = identity_truth_from_plan(plan_identity(seed, identity))  # = facedata.synth.identity_truth
     face_v = truth.neutral_mm[truth.keep].astype(np.float64)
     face_f = np.asarray(truth.kept_faces, np.int64)
     loop = _border_loop(face_f)
