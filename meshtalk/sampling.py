@@ -33,8 +33,12 @@ them the reference's way (one ``torch.rand(B, C)`` per (frame, head), frame-majo
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import math
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,7 +164,9 @@ def sample_fast(context: ContextModel, audio_code: Tensor, *, argmax: bool = Fal
     if audio_code.device.type != "cpu":  # the draft's bookkeeping is on the CPU; waves run anywhere
         draft = "none"
     drafter = None if draft == "none" else prepared.drafter(compiled=draft == "compiled")
-    with torch.no_grad():
+    # One intra-op thread for the sequential steps: their products are small, and on shared cores a second thread
+    # made them 3 to 30 times slower (docs/model.md); the exact checks of the speculative path are large products.
+    with torch.no_grad(), _threads(1):
         if drafter is None:
             stats.path = "waves"
             _sample_waves(context, prepared, audio_code, gumbel, labels, given)
@@ -240,7 +246,15 @@ class _Prepared:
             self.logit_bias = context.logits.masked.bias.detach()
         self.class_offset = torch.arange(H, device=self.emb_rows.device) * C  # (H,): row of class 0 of head h
         # Contiguous copies of the wave blocks: strided views of the whole matrix were 20 % slower for 8 sequences.
+        # The exact check's masked products in row groups of heads, each over the columns its heads may see: a
+        # quarter of the heads per group skips 3/8 of the zero blocks.
+        self.check_steps = []
+        for level, m in enumerate((*layers, context.logits)):
+            bounds = [round(g * H / 4) for g in range(5)]
+            self.check_steps.append([_Step(level, lo, hi, (hi if m.inclusive else hi - 1) * m.in_per_head)
+                                     for lo, hi in itertools.pairwise(bounds) if hi > lo])
         steps = [step for wave in self.waves for step in wave.steps] + self.finish
+        steps += [step for level in self.check_steps for step in level]
         self._blocks = {step: self._view(step).contiguous() for step in steps}
         self.n_weights = sum(p.numel() for p in context.parameters())
         self._context = weakref.ref(context)
@@ -275,6 +289,19 @@ def _prepare(context: ContextModel) -> _Prepared:
     if prepared is None or prepared.key != key:
         prepared = _PREPARED[context] = _Prepared(context, key)
     return prepared
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op threads on the CPU, restoring the count after."""
+    previous = torch.get_num_threads()
+    if n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def _sample_waves(context: ContextModel, w: _Prepared, audio_code: Tensor, gumbel: Tensor | None, labels: Tensor,
@@ -383,14 +410,22 @@ def _sample_speculative(context: ContextModel, w: _Prepared, drafter: _Drafter, 
         for i, layer in enumerate(layers):
             d = layer.dilation
             past[P + t0 : P + t1, i] = x
-            y = torch.addmm(base[t0:t1, i], x, w.masked_t[i])
-            y.addmm_(past[P + t0 - 1 - d : P + t1 - 1 - d, i], w.far_t[i])
+            y = torch.addmm(base[t0:t1, i], past[P + t0 - 1 - d : P + t1 - 1 - d, i], w.far_t[i])
             y.addmm_(past[P + t0 - 1 : P + t1 - 1, i], w.near_t[i])
-            x = F.leaky_relu_(y, LEAKY_SLOPE)  # (n, HK)
-        scores = F.log_softmax(torch.addmm(w.logit_bias, x, w.masked_t[L]).view(n, H, C), dim=-1)
+            x = F.leaky_relu_(masked(y, x, i), LEAKY_SLOPE)  # (n, HK)
+        z = masked(w.logit_bias.expand(n, -1).clone(), x, L)
+        scores = F.log_softmax(z.view(n, H, C), dim=-1)
         if gumbel is not None:
             scores = scores + gumbel[t0:t1]
         return scores.argmax(dim=-1)  # (n, H)
+
+    def masked(y: Tensor, x: Tensor, level: int) -> Tensor:
+        """y (n, out) += the masked product of x (n, in) at ``level``, skipping blocks of zeros."""
+        per_head = y.shape[1] // H
+        for step in w.check_steps[level]:
+            if step.cols:
+                y[:, step.lo * per_head : step.hi * per_head].addmm_(x[:, : step.cols], w.block(step))
+        return y
 
     if given:
         score(0, given)  # the exact inputs of the given frames
@@ -446,11 +481,11 @@ class _Drafter:
         L, H, C = len(context.layers), context.heads, context.classes
         K = context.embedding.out_per_head
         HK = H * K
-        weights = self.weights
+        pairs: list[tuple[Tensor, Tensor]] = []  # int8 values and scales, packed below
 
         def add(pair: tuple[Tensor, Tensor]) -> int:
-            weights.extend(pair)
-            return len(weights) - 2
+            pairs.append(pair)
+            return len(pairs) - 1
 
         with torch.no_grad():
             plan = [([(s, add(_quantize_rows(w.block(s).t())) if s.cols else None) for s in wave.steps],
@@ -458,14 +493,23 @@ class _Drafter:
             finish = [(s, add(_quantize_rows(w.block(s).t())) if s.cols else None) for s in w.finish]
             near = add(_quantize_rows(w.near_t.transpose(1, 2)))  # (L, HK, HK) rows = outputs
             far = add(_quantize_rows(torch.stack([f.t() for f in w.far_t])))
-        last = len(weights)
-        weights.extend([w.emb_rows, w.emb_bias, w.logit_bias, w.class_offset])
+            # Two flat tensors instead of ~50: the compiled function checks its arguments on every call.
+            places, q_at, s_at = [], 0, 0
+            for q, scale in pairs:
+                places.append((q_at, tuple(q.shape), s_at, scale.numel()))
+                q_at, s_at = q_at + q.numel(), s_at + scale.numel()
+            self.weights = [torch.cat([q.flatten() for q, _ in pairs]), torch.cat([sc.flatten() for _, sc in pairs]),
+                            w.emb_rows, w.emb_bias, w.logit_bias, w.class_offset]
+
+        def gemv(weights: list[Tensor], index: int, x: Tensor) -> Tensor:
+            q_at, shape, s_at, n = places[index]
+            q = weights[0][q_at : q_at + math.prod(shape)].view(shape)
+            return _gemv_int8(q, weights[1][s_at : s_at + n].view(shape[:-1]), x)
 
         def frame(weights: list[Tensor], pending: Tensor, previous: Tensor, far_inputs: Tensor, noise: Tensor,
                   given: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
-            emb_rows, emb, logit_bias, offset = weights[last : last + 4]
-            start = (pending + _gemv_int8(weights[near], weights[near + 1], previous)
-                     + _gemv_int8(weights[far], weights[far + 1], far_inputs))  # (L, HK)
+            emb_rows, emb, logit_bias, offset = weights[2:]
+            start = pending + gemv(weights, near, previous) + gemv(weights, far, far_inputs)  # (L, HK)
             outputs: list[list[Tensor]] = [[] for _ in range(L + 1)]  # computed head blocks per level
 
             def run(step: _Step, index: int | None) -> Tensor:
@@ -473,7 +517,7 @@ class _Drafter:
                     logit_bias[step.lo * C : step.hi * C]
                 if index is not None:
                     source = emb if step.level == 0 else torch.cat(outputs[step.level - 1])
-                    y = y + _gemv_int8(weights[index], weights[index + 1], source[: step.cols])
+                    y = y + gemv(weights, index, source[: step.cols])
                 return F.leaky_relu(y, LEAKY_SLOPE) if step.level < L else y
 
             chosen = []
@@ -495,7 +539,7 @@ class _Drafter:
             try:  # compiling happens on the first call: fail here, not in the middle of a sequence
                 zeros = torch.zeros(L, HK)
                 with torch.no_grad():
-                    self._fn(weights, zeros, zeros, zeros, torch.zeros(H, C), torch.zeros(H, dtype=torch.long),
+                    self._fn(self.weights, zeros, zeros, zeros, torch.zeros(H, C), torch.zeros(H, dtype=torch.long),
                              torch.zeros(H, dtype=torch.bool))
             except Exception as error:  # any compiler failure: the eager draft gives the same labels
                 log.warning("torch.compile of the sampler's draft failed (%s); drafting eagerly", error)
