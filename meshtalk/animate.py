@@ -728,7 +728,7 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
                  store: str | Path | None = None, identity: str | None = None, masks_dir: str | Path | None = None,
                  smoothing: bool = True, samples: int | None = None, seed: int = 0, argmax: bool = False,
                  noise_scale: float = 1.0, segment_frames: int | None = None, obj: bool = False,
-                 video: VideoOptions | None = DEFAULT_VIDEO, threads: int | None = 1,
+                 video: VideoOptions | None = DEFAULT_VIDEO, threads: int | None = 1, device: str = "auto",
                  progress: Callable[[str], None] | None = None) -> AnimateResult:
     """Animate a face with a WAV of speech; write ``OUT/animation.npz``, optionally OBJ frames and an MP4.
 
@@ -747,6 +747,8 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
         video: MP4 options; None for no video.
         threads: torch intra-op threads while computing (None: torch's default). One by default: on 2 busy
             cores every stage ran faster on one thread (the sampler always runs on one, see ``iter_labels``).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``: where the model runs (the audio is read
+            and resampled on the CPU, and the frames come back to it for the files).
         progress: called with one line per finished stage.
 
     Output ``animation.npz``: ``vertices`` (T, V, 3) or (S, T, V, 3) float32 mm, ``labels`` (T, H) or
@@ -759,12 +761,13 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
             model's.
     """
     from meshtalk.checkpoint import load_checkpoint
+    from meshtalk.evaluate import resolve_device
 
     say = progress or (lambda line: None)
     times = StageTimes()
     out = Path(out)
     with torch_threads(threads):
-        model = load_checkpoint(checkpoint).model.eval()
+        model = load_checkpoint(checkpoint, device=resolve_device(device)).model.eval()
         face = read_face(template=template, store=store, identity=identity)
         check_vertex_count(model, face, checkpoint)
         masks = (read_smoothing_masks(store=store, masks_dir=masks_dir, n_vertices=model.config.n_vertices)
@@ -798,7 +801,8 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
             options = {"checkpoint": str(checkpoint), "audio": str(Path(audio).resolve()), "template": face.source,
                        "samples": samples, "seed": seed, "argmax": argmax, "noise_scale": noise_scale,
                        "smoothing": smoothing, "masks": str(masks_dir or store) if smoothing else None,
-                       "segment_frames": segment_frames, "audio_gain": speech.gain,
+                       "segment_frames": segment_frames, "device": str(next(model.parameters()).device),
+                       "audio_gain": speech.gain,
                        "source_rate_hz": speech.source_rate_hz, "source_channels": speech.source_channels}
             with times.stage("write npz"):
                 npz = writer.close(faces=face.faces, template_mm=face.template_mm, audio_seconds=speech.seconds,

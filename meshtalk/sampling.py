@@ -589,4 +589,4 @@ def _gumbel(audio_code: Tensor, heads: int, classes: int, *, argmax: bool, noise
         noise = draw_sampling_noise(B, T, heads, classes, generator=generator, device=audio_code.device)
     if tuple(noise.shape) != (B, T, heads, classes):
         raise InputError("noise", "wrong shape", expected=(B, T, heads, classes), actual=tuple(noise.shape))
-    return noise_scale * gumbel_noise(noise.to(audio_code.dtype))
+    return noise_scale * gumbel_noise(noise.to(device=audio_code.device, dtype=audio_code.dtype))
