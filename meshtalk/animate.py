@@ -379,8 +379,10 @@ def iter_labels(context: Any, codes: Callable[[int, int], Tensor], n_frames: int
                 fresh = draw_sampling_noise(S, b - a, H, C, generator=generator)  # (S, n, H, C)
                 noise = torch.cat([fresh.new_zeros(S, given, H, C), fresh], dim=1)
             with torch_threads(1):
+                # Waves, not speculation: its draft's compilation (seconds, once per process) would cost more
+                # than it saves on a sentence (meshtalk.sampling); the labels are the same.
                 drawn = sample_fast(context, audio, argmax=plan.argmax, noise=noise, noise_scale=plan.noise_scale,
-                                    prefix=previous)
+                                    prefix=previous, draft="none")
             labels = drawn.labels[:, given:]  # (S, n, H)
             previous = labels[:, -W:] if previous is None else torch.cat([previous, labels], dim=1)[:, -W:]
             yield LabelPiece(a, labels)
@@ -403,7 +405,7 @@ def iter_labels(context: Any, codes: Callable[[int, int], Tensor], n_frames: int
         audio = torch.stack(rows).repeat_interleave(S, dim=0)
         with torch_threads(1):
             drawn = sample_fast(context, audio, argmax=plan.argmax, noise=torch.cat(noise) if noise else None,
-                                noise_scale=plan.noise_scale)
+                                noise_scale=plan.noise_scale, draft="none")
         labels = drawn.labels.reshape(len(group), S, steps, H)
         for i, k in enumerate(group):
             first, own, stop = bounds[k]
