@@ -16,6 +16,7 @@ falls back to one-shot ``resampy.resample`` (same result, one core).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -87,7 +88,7 @@ def resample_blocks(samples: np.ndarray, sample_rate_hz: int, target_rate_hz: in
         run(0, n_out)
         return y
     with ThreadPoolExecutor(max_workers=n_blocks) as pool:
-        for future in [pool.submit(run, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]:
+        for future in [pool.submit(run, a, b) for a, b in itertools.pairwise(bounds) if b > a]:
             future.result()
     return y
 

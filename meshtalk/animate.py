@@ -63,7 +63,7 @@ from facedata.audio import (
 from facedata.errors import InputError
 from facedata.resample import resample_blocks, warm_up
 from meshtalk.model import LEAKY_SLOPE, AudioEncoder, MeshTalk, VertexDecoder, leaky
-from meshtalk.sampling import draw_sampling_noise, sample, sample_fast
+from meshtalk.sampling import draw_sampling_noise, sample, sample_fast, torch_threads
 
 
 @dataclass
@@ -411,19 +411,6 @@ def iter_labels(context: Any, codes: Callable[[int, int], Tensor], n_frames: int
             first, own, stop = bounds[k]
             yield LabelPiece(own, labels[i, :, own - first : stop - first],
                              labels[i, :, : own - first] if own > first else None)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op threads (None: leave them), restoring the previous count."""
-    previous = torch.get_num_threads()
-    if n is not None and n != previous:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 # --- geometry --------------------------------------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def sample_fast(context: ContextModel, audio_code: Tensor, *, argmax: bool = Fal
     drafter = None if draft == "none" else prepared.drafter(compiled=draft == "compiled")
     # One intra-op thread for the sequential steps: their products are small, and on shared cores a second thread
     # made them 3 to 30 times slower (docs/model.md); the exact checks of the speculative path are large products.
-    with torch.no_grad(), _threads(1):
+    with torch.no_grad(), torch_threads(1):
         if drafter is None:
             stats.path = "waves"
             _sample_waves(context, prepared, audio_code, gumbel, labels, given)
@@ -306,10 +306,10 @@ def _prepare(context: ContextModel) -> _Prepared:
 
 
 @contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run with ``n`` intra-op threads on the CPU, restoring the count after."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (None: leave them), restoring the previous count."""
     previous = torch.get_num_threads()
-    if n != previous:
+    if n is not None and n != previous:
         torch.set_num_threads(n)
     try:
         yield
