@@ -3,14 +3,16 @@
     .venv/bin/python benchmarks/bench_model.py [--quick] [--threads 2] [--device cpu]
 
 Prints, in one run:
-- frames/s of the fast sampler and of the reference-order loop (H = 16, C = 128, 126 frames, one sequence) and
-  their ratio, with the labels checked identical for the same noise; also against the reference release's
-  9.9 s for 126 frames on 2 CPU threads (../shared/spec/measured-here.md);
+- frames/s of the fast sampler (the default: speculative for one sequence, see meshtalk/sampling.py), of its
+  waves alone and of the reference-order loop (H = 16, C = 128, 126 frames, one sequence) and their ratios, with
+  the labels checked identical for the same noise; also against the reference release's 9.9 s for 126 frames on
+  2 CPU threads (../shared/spec/measured-here.md); the first call's time, which includes compiling the draft;
 - time and peak memory of one stage-1 and one stage-2 training step (forward + backward + Adam, B = 8,
   T = 32, the released configuration at V = 6172), each measured in a fresh process;
 - parameter counts per module against the spec.
 Times are the best of several runs (other work on the machine only ever slows a run down). ``--quick`` runs the
-reference loop on the first 24 frames (past the 20-frame receptive field) and fewer repetitions.
+reference loop on the first 24 frames (past the 20-frame receptive field) and fewer repetitions;
+``--sampling-only`` stops after the sampler. The last line (``RESULT ...``) sums up the sampler with the load.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from meshtalk.config import MeshTalkConfig
 from meshtalk.model import ContextModel, MeshTalk
 from meshtalk.objectives import stage1_losses, stage2_losses
-from meshtalk.sampling import draw_sampling_noise, sample_fast, sample_reference
+from meshtalk.sampling import SamplerStats, draw_sampling_noise, sample_fast, sample_reference
 
 FRAMES = 126
 REFERENCE_RELEASE_SECONDS = 9.9  # the released code, 126 frames, 2 CPU threads (measured-here.md)
@@ -52,20 +54,31 @@ def bench_sampling(quick: bool, device: str) -> None:
     context = ContextModel(MeshTalkConfig.preset("meshtalk")).to(device).eval()
     audio_code = torch.randn(1, FRAMES, 128, device=device)
     noise = draw_sampling_noise(1, FRAMES, 16, 128, generator=torch.Generator().manual_seed(1)).to(device)
-    fast = sample_fast(context, audio_code, noise=noise)  # warm-up, and the labels to compare
-    fast_s = best_time(lambda: sample_fast(context, audio_code, noise=noise), 3 if quick else 5)
+    start = time.perf_counter()
+    stats = SamplerStats()
+    fast = sample_fast(context, audio_code, noise=noise, stats=stats)  # warm-up (compiles the draft), and the labels
+    first_s = time.perf_counter() - start
+    fast_s = best_time(lambda: sample_fast(context, audio_code, noise=noise), 5 if quick else 7)
+    fast_cpu_s = min(_cpu_time(lambda: sample_fast(context, audio_code, noise=noise)) for _ in range(3))
+    waves = sample_fast(context, audio_code, noise=noise, draft="none")
+    waves_s = best_time(lambda: sample_fast(context, audio_code, noise=noise, draft="none"), 2 if quick else 3)
     n = 24 if quick else FRAMES
     start = time.perf_counter()
     reference = sample_reference(context, audio_code[:, :n], noise=noise[:, :n])
     reference_s = (time.perf_counter() - start) * FRAMES / n
-    same = torch.equal(reference.labels, fast.labels[:, :n])
-    print(f"fast sampler            : {FRAMES / fast_s:8.1f} frames/s ({fast_s:.3f} s, "
-          f"{FRAMES / fast_s / 30:.1f}x real time)")
+    print(f"fast sampler (default, {stats.path}): {FRAMES / fast_s:8.1f} frames/s ({fast_s:.3f} s, "
+          f"{FRAMES / fast_s / 30:.1f}x real time; CPU time {FRAMES / fast_cpu_s:.1f} frames/s; first call "
+          f"{first_s:.1f} s with the draft's compilation)")
+    print(f"  exact checks: {stats.checked_frames} frames in {stats.checks} passes for {stats.drafted_frames} drafted; "
+          f"{stats.corrections} corrections, {stats.redrafts} redrafts")
+    print(f"fast sampler, waves only (draft=\"none\"): {FRAMES / waves_s:8.1f} frames/s ({waves_s:.3f} s)")
     print(f"reference-order loop    : {FRAMES / reference_s:8.1f} frames/s ({reference_s:.1f} s"
           f"{f', extrapolated from {n} frames' if n < FRAMES else ''})")
-    print(f"ratio fast / reference-order loop: {reference_s / fast_s:.0f}x; fast / reference release "
-          f"({REFERENCE_RELEASE_SECONDS} s): {REFERENCE_RELEASE_SECONDS / fast_s:.0f}x")
-    print(f"identical labels for identical noise ({n} frames x 16 heads): {'yes' if same else 'NO'}")
+    print(f"ratio fast / reference-order loop: {reference_s / fast_s:.0f}x (waves only {reference_s / waves_s:.0f}x); "
+          f"fast / reference release ({REFERENCE_RELEASE_SECONDS} s): {REFERENCE_RELEASE_SECONDS / fast_s:.0f}x")
+    same = torch.equal(reference.labels, fast.labels[:, :n]) and torch.equal(waves.labels, fast.labels)
+    print(f"identical labels for identical noise ({n} frames x 16 heads, fast = waves = reference-order loop; "
+          f"{FRAMES} frames fast = waves): {'yes' if same else 'NO'}")
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -82,6 +95,7 @@ def bench_sampling(quick: bool, device: str) -> None:
         draws = draw_sampling_noise(batch, FRAMES, 16, 128, generator=torch.Generator().manual_seed(2)).to(device)
         seconds = best_time(lambda: sample_fast(context, codes, noise=draws), 2 if quick else 3)  # noqa: B023
         print(f"fast sampler, {batch} sequences at once: {batch * FRAMES / seconds:8.1f} frames/s in total")
+    return FRAMES / fast_s, reference_s / fast_s, same
 
 
 def train_step(stage: int, frames: int, device: str, repeats: int) -> dict:
@@ -157,6 +171,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, a shorter reference loop")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--sampling-only", action="store_true", help="only the sampler section")
     parser.add_argument("--train-step", type=int, choices=(1, 2), help=argparse.SUPPRESS)
     parser.add_argument("--frames", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)
@@ -167,10 +182,15 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {args.device}, load average before: "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    bench_sampling(args.quick, args.device)
-    bench_training(args.quick, args.device, args.threads)
-    bench_counts()
-    print(f"\nload average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    frames_per_s, ratio, same = bench_sampling(args.quick, args.device)
+    if not args.sampling_only:
+        bench_training(args.quick, args.device, args.threads)
+        bench_counts()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nload average after: {load}")
+    print(f"RESULT fast sampler, one sequence of the released config: {frames_per_s:.0f} frames/s "
+          f"({frames_per_s / 30:.1f}x real time; target 600), {ratio:.0f}x the reference-order loop, labels "
+          f"identical: {'yes' if same else 'NO'}; load average {load}")
 
 
 if __name__ == "__main__":

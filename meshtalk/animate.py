@@ -59,11 +59,11 @@ from facedata.audio import (
     mel_window_range,
     mel_window_start,
     read_wav,
-    resample,
 )
 from facedata.errors import InputError
+from facedata.resample import resample_blocks, warm_up
 from meshtalk.model import LEAKY_SLOPE, AudioEncoder, MeshTalk, VertexDecoder, leaky
-from meshtalk.sampling import draw_sampling_noise, sample, sample_fast
+from meshtalk.sampling import draw_sampling_noise, sample, sample_fast, torch_threads
 
 
 @dataclass
@@ -181,7 +181,8 @@ def read_speech(path: str | Path) -> Speech:
     """
     path = Path(path)
     samples, info = read_wav(path)
-    audio_16k = resample(samples, info.sample_rate_hz, SAMPLE_RATE_HZ)
+    # resampy kaiser_best as ingest resamples, on the CPU's cores in blocks (the same values, facedata/resample.py)
+    audio_16k = resample_blocks(samples, info.sample_rate_hz, SAMPLE_RATE_HZ).astype(np.float32, copy=False)
     gain = loudness_gain(audio_16k, path=path)
     audio_16k = np.ascontiguousarray(audio_16k * np.float32(gain), dtype=np.float32)
     n_frames = max(1, math.ceil(audio_16k.size * MESH_FPS / SAMPLE_RATE_HZ))
@@ -378,8 +379,10 @@ def iter_labels(context: Any, codes: Callable[[int, int], Tensor], n_frames: int
                 fresh = draw_sampling_noise(S, b - a, H, C, generator=generator)  # (S, n, H, C)
                 noise = torch.cat([fresh.new_zeros(S, given, H, C), fresh], dim=1)
             with torch_threads(1):
+                # Waves, not speculation: its draft's compilation (seconds, once per process) would cost more
+                # than it saves on a sentence (meshtalk.sampling); the labels are the same.
                 drawn = sample_fast(context, audio, argmax=plan.argmax, noise=noise, noise_scale=plan.noise_scale,
-                                    prefix=previous)
+                                    prefix=previous, draft="none")
             labels = drawn.labels[:, given:]  # (S, n, H)
             previous = labels[:, -W:] if previous is None else torch.cat([previous, labels], dim=1)[:, -W:]
             yield LabelPiece(a, labels)
@@ -402,25 +405,12 @@ def iter_labels(context: Any, codes: Callable[[int, int], Tensor], n_frames: int
         audio = torch.stack(rows).repeat_interleave(S, dim=0)
         with torch_threads(1):
             drawn = sample_fast(context, audio, argmax=plan.argmax, noise=torch.cat(noise) if noise else None,
-                                noise_scale=plan.noise_scale)
+                                noise_scale=plan.noise_scale, draft="none")
         labels = drawn.labels.reshape(len(group), S, steps, H)
         for i, k in enumerate(group):
             first, own, stop = bounds[k]
             yield LabelPiece(own, labels[i, :, own - first : stop - first],
                              labels[i, :, : own - first] if own > first else None)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op threads (None: leave them), restoring the previous count."""
-    previous = torch.get_num_threads()
-    if n is not None and n != previous:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 # --- geometry --------------------------------------------------------------------------------------------------------
@@ -606,8 +596,7 @@ def compile_resampler(audio: str | Path) -> None:
         rate = soundfile.info(str(audio)).samplerate
     except (RuntimeError, OSError):  # read_speech reports the file
         return
-    if rate != SAMPLE_RATE_HZ:
-        resample(np.zeros(4 * rate // 100, np.float32), rate, SAMPLE_RATE_HZ)
+    warm_up(rate, SAMPLE_RATE_HZ)
 
 
 @dataclass(frozen=True)
@@ -737,8 +726,9 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
                  store: str | Path | None = None, identity: str | None = None, masks_dir: str | Path | None = None,
                  smoothing: bool = True, samples: int | None = None, seed: int = 0, argmax: bool = False,
                  noise_scale: float = 1.0, segment_frames: int | None = None, obj: bool = False,
-                 video: VideoOptions | None = DEFAULT_VIDEO, threads: int | None = 1,
-                 audio_frontend: str = "utterance", progress: Callable[[str], None] | None = None) -> AnimateResult:
+                 video: VideoOptions | None = DEFAULT_VIDEO, threads: int | None = 1, device: str = "auto",
+                 audio_frontend: str = "utterance", progress: Callable[[str], None] | None = None
+                 ) -> AnimateResult:
     """Animate a face with a WAV of speech; write ``OUT/animation.npz``, optionally OBJ frames and an MP4.
 
     Args:
@@ -758,6 +748,8 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
             cores every stage ran faster on one thread (the sampler always runs on one, see ``iter_labels``).
         audio_frontend: ``utterance`` (the store's features, T = ceil(30 x seconds)) or ``reference`` (the
             release's windows and frame count, for imported weights: ``meshtalk.frontend``).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``: where the model runs (the audio is read
+            and resampled on the CPU, and the frames come back to it for the files).
         progress: called with one line per finished stage.
 
     Output ``animation.npz``: ``vertices`` (T, V, 3) or (S, T, V, 3) float32 mm, ``labels`` (T, H) or
@@ -770,6 +762,7 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
             model's.
     """
     from meshtalk.checkpoint import load_checkpoint
+    from meshtalk.evaluate import resolve_device
     from meshtalk.frontend import check_frontend, check_reference_length
 
     check_frontend(audio_frontend)
@@ -777,7 +770,7 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
     times = StageTimes()
     out = Path(out)
     with torch_threads(threads):
-        model = load_checkpoint(checkpoint).model.eval()
+        model = load_checkpoint(checkpoint, device=resolve_device(device)).model.eval()
         face = read_face(template=template, store=store, identity=identity)
         check_vertex_count(model, face, checkpoint)
         masks = (read_smoothing_masks(store=store, masks_dir=masks_dir, n_vertices=model.config.n_vertices)
@@ -815,6 +808,7 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
                        "samples": samples, "seed": seed, "argmax": argmax, "noise_scale": noise_scale,
                        "smoothing": smoothing, "masks": str(masks_dir or store) if smoothing else None,
                        "segment_frames": segment_frames, "audio_frontend": audio_frontend,
+                       "device": str(next(model.parameters()).device),
                        "audio_gain": speech.gain,
                        "source_rate_hz": speech.source_rate_hz, "source_channels": speech.source_channels}
             with times.stage("write npz"):

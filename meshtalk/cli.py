@@ -186,6 +186,7 @@ def animate(
     pitch: Annotated[float, typer.Option(help="Camera pitch, degrees (positive looks down).")] = 0.0,
     threads: Annotated[int, typer.Option(min=1, help="torch threads; one was faster on 2 busy cores.")] = 1,
     audio_frontend: Annotated[str, typer.Option(help=AUDIO_FRONTEND_HELP)] = "utterance",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:i]: where the model runs.")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print each stage's time and the real-time "
                                           "factor.")] = False,
 ) -> None:
@@ -197,7 +198,8 @@ def animate(
         smoothing=smoothing, samples=samples, seed=seed, argmax=argmax,
         segment_frames=round(segment_seconds * 30) if segment_seconds > 0 else None, obj=obj,
         video=VideoOptions(width_px=width, height_px=height, yaw_deg=yaw, pitch_deg=pitch) if video else None,
-        threads=threads, audio_frontend=audio_frontend, progress=typer.echo if verbose else None)
+        threads=threads, device=device, audio_frontend=audio_frontend,
+        progress=typer.echo if verbose else None)
     if verbose:
         for stage, seconds in result.times.items():
             tag = "" if stage in COMPUTE_STAGES else "  (once per process)" if stage == "compile" else "  (output)"

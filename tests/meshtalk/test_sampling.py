@@ -6,7 +6,16 @@ from tiny_models import single_thread, tiny_config  # noqa: F401
 
 from facedata.errors import InputError
 from meshtalk.model import ContextModel
-from meshtalk.sampling import draw_sampling_noise, sample, sample_fast, sample_reference
+from meshtalk.sampling import (
+    _PREPARED,
+    SamplerStats,
+    _prepare,
+    draw_sampling_noise,
+    sample,
+    sample_fast,
+    sample_reference,
+    wave_schedule,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -31,17 +40,62 @@ def random_context(seed: int, mode: str) -> ContextModel:
 @pytest.mark.parametrize("mode", ["strict", "first-strict"])
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("batch", [1, 2])
-def test_fast_and_reference_samplers_agree_on_every_label(seed, mode, batch):
+@pytest.mark.parametrize("draft", ["none", "eager"])
+def test_fast_and_reference_samplers_agree_on_every_label(seed, mode, batch, draft):
     context = random_context(seed, mode)
     H, C = context.heads, context.classes
-    audio = torch.randn(batch, 23, 8, generator=torch.Generator().manual_seed(seed))
-    noise = draw_sampling_noise(batch, 23, H, C, generator=torch.Generator().manual_seed(100 + seed))
+    audio = torch.randn(batch, 45, 8, generator=torch.Generator().manual_seed(seed))  # more than one draft block
+    noise = draw_sampling_noise(batch, 45, H, C, generator=torch.Generator().manual_seed(100 + seed))
     for argmax in (True, False):
         reference = sample_reference(context, audio, argmax=argmax, noise=None if argmax else noise)
-        fast = sample_fast(context, audio, argmax=argmax, noise=None if argmax else noise)
+        stats = SamplerStats()
+        fast = sample_fast(context, audio, argmax=argmax, noise=None if argmax else noise, draft=draft, stats=stats)
         assert torch.equal(fast.labels, reference.labels), (argmax, context.heads, context.classes)
         assert torch.equal(fast.one_hot, reference.one_hot)
-    assert fast.labels.shape == (batch, 23, H) and fast.one_hot.shape == (batch, 23, H, C)
+        assert stats.path == ("waves" if draft == "none" else "speculative")
+        if draft != "none":  # every frame was checked by the exact model
+            assert stats.checked_frames >= batch * 45
+    assert fast.labels.shape == (batch, 45, H) and fast.one_hot.shape == (batch, 45, H, C)
+
+
+def test_a_wrong_draft_changes_no_label():
+    """The draft only proposes: with every int8 weight zeroed its proposals are mostly wrong, and the exact check
+    corrects each of them (scoring again, drafting again), so the labels stay the reference's."""
+    context = random_context(4, "strict")
+    audio = torch.randn(1, 70, 8, generator=torch.Generator().manual_seed(4))
+    noise = draw_sampling_noise(1, 70, context.heads, context.classes, generator=torch.Generator().manual_seed(5))
+    prefix = sample_reference(context, audio[:, :25], noise=noise[:, :25]).labels
+    drafter = _prepare(context).drafter(compiled=False)
+    for tensor in drafter.weights:
+        if tensor.dtype == torch.int8:
+            tensor.zero_()
+    stats = SamplerStats()
+    wrong = sample_fast(context, audio, noise=noise, draft="eager", stats=stats, prefix=prefix[:, :21])
+    assert torch.equal(wrong.labels, sample_reference(context, audio, noise=noise).labels)
+    assert stats.corrections > 10 and stats.redrafts > 0 and stats.drafted_frames > 49
+    _PREPARED.pop(context)  # the next sampling of this model gets a correct draft again
+
+
+def test_wave_schedule_of_the_reference_mask_has_waves_of_six_heads():
+    waves, finish = wave_schedule(ContextModel(tiny_config(heads=16, context_channels_per_head=2)))
+    assert [(w.first, w.stop) for w in waves] == [(0, 6), (6, 12), (12, 16)]
+    # layer 0 of the first wave: heads 0 and 1, head 1 seeing the embedding's head 0 (2 channels)
+    assert (waves[0].steps[0].lo, waves[0].steps[0].hi, waves[0].steps[0].cols) == (0, 2, 2)
+    assert [(s.level, s.lo, s.hi) for s in finish] == [(0, 14, 16), (1, 15, 16)]
+    inclusive, _ = wave_schedule(ContextModel(tiny_config(heads=5, context_mask="first-strict")))
+    assert [(w.first, w.stop) for w in inclusive] == [(h, h + 1) for h in range(5)]
+
+
+@pytest.mark.slow
+def test_compiled_draft_gives_the_reference_labels():
+    """torch.compile of the draft (a few seconds for a tiny model) proposes; the labels are the reference's."""
+    context = random_context(2, "strict")
+    audio = torch.randn(1, 40, 8, generator=torch.Generator().manual_seed(2))
+    noise = draw_sampling_noise(1, 40, context.heads, context.classes, generator=torch.Generator().manual_seed(3))
+    stats = SamplerStats()
+    fast = sample_fast(context, audio, noise=noise, draft="compiled", stats=stats)
+    assert torch.equal(fast.labels, sample_reference(context, audio, noise=noise).labels)
+    assert stats.path == "speculative" and _prepare(context).drafter(compiled=True).ok
 
 
 def test_samples_vary_and_follow_the_noise():
@@ -79,3 +133,5 @@ def test_wrong_noise_shape_and_unknown_method_are_errors():
         sample_fast(context, audio, noise=torch.rand(1, 4, context.heads, context.classes))
     with pytest.raises(InputError, match="unknown method"):
         sample(context, audio, method="beam")
+    with pytest.raises(InputError, match="unknown draft"):
+        sample_fast(context, audio, draft="bf16")
