@@ -62,8 +62,9 @@ from facedata.audio import (
 )
 from facedata.errors import InputError
 from facedata.resample import resample_blocks, warm_up
+from meshtalk.device import resolve_device, shape_agnostic_kernels, torch_threads
 from meshtalk.model import LEAKY_SLOPE, AudioEncoder, MeshTalk, VertexDecoder, leaky
-from meshtalk.sampling import draw_sampling_noise, sample, sample_fast, torch_threads
+from meshtalk.sampling import draw_sampling_noise, sample, sample_fast
 
 
 @dataclass
@@ -637,7 +638,6 @@ def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, 
     ``audio_frontend``: ``utterance`` (the store's features) or ``reference`` (the release's per-window log-mel,
     ``meshtalk.frontend``; give it ``speech.n_frames`` of ``reference_frame_count``).
     """
-    from meshtalk.evaluate import shape_agnostic_kernels
     from meshtalk.frontend import check_frontend, reference_speech_codes
 
     times = times or StageTimes()
@@ -762,7 +762,6 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
             model's.
     """
     from meshtalk.checkpoint import load_checkpoint
-    from meshtalk.evaluate import resolve_device
     from meshtalk.frontend import check_frontend, check_reference_length
 
     check_frontend(audio_frontend)

@@ -19,10 +19,8 @@ and the samples are decoded one by one, so memory is a few copies of one sentenc
 
 from __future__ import annotations
 
-import contextlib
 import json
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,40 +34,13 @@ from facedata.store import Store, write_json_atomic
 from meshtalk.animate import smooth_regions
 from meshtalk.checkpoint import load_checkpoint
 from meshtalk.data import SequenceData, SequenceEntry, read_sequence, select_sequences
+from meshtalk.device import resolve_device, shape_agnostic_kernels
 from meshtalk.frontend import check_frontend, stored_reference_codes
 from meshtalk.metrics import MetricAccumulator
 from meshtalk.model import MeshTalk, quantize
 from meshtalk.sampling import sample
 
 PATHS = ("reconstruction", "audio_sampled", "audio_argmax", "template")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:i]``.
-
-    Raises:
-        InputError: an unknown name, or CUDA asked for but not available.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("--device", "CUDA is not available", expected="auto or cpu", actual=name)
-        return torch.device(name)
-    raise InputError("--device", "unknown device", expected="auto, cpu or cuda", actual=repr(name))
-
-
-@contextlib.contextmanager
-def shape_agnostic_kernels() -> Iterator[None]:
-    """Run without oneDNN: on CPU it builds an LSTM kernel for every new input shape (0.1 to 1.4 s each, measured
-    here), which is free for training's fixed windows but dominates whole sentences of varying length. Only for
-    the LSTMs: oneDNN's convolutions (the audio encoder) are much faster than the fallback."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # a note about TF32 on Intel GPUs when the flag is set
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
 
 
 # --- regions -------------------------------------------------------------------------------------------------------

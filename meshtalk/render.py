@@ -150,7 +150,8 @@ def predict_stored(store: str | Path, identity: str, sequence: str, checkpoint: 
     from meshtalk.animate import smooth_regions
     from meshtalk.checkpoint import load_checkpoint
     from meshtalk.data import SequenceEntry, read_sequence
-    from meshtalk.evaluate import audio_codes, decode_samples, reconstruct, shape_agnostic_kernels
+    from meshtalk.device import shape_agnostic_kernels
+    from meshtalk.evaluate import audio_codes, decode_samples, reconstruct
 
     if prediction not in PREDICTIONS:
         raise InputError("--prediction", "unknown prediction", expected=" or ".join(PREDICTIONS),

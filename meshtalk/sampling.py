@@ -33,12 +33,10 @@ them the reference's way (one ``torch.rand(B, C)`` per (frame, head), frame-majo
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from facedata.errors import InputError
+from meshtalk.device import torch_threads
 from meshtalk.model import LEAKY_SLOPE, ContextModel, gumbel_noise
 
 log = logging.getLogger(__name__)
@@ -303,19 +302,6 @@ def _prepare(context: ContextModel) -> _Prepared:
     if prepared is None or prepared.key != key:
         prepared = _PREPARED[context] = _Prepared(context, key)
     return prepared
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op threads (None: leave them), restoring the previous count."""
-    previous = torch.get_num_threads()
-    if n is not None and n != previous:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def _sample_waves(context: ContextModel, w: _Prepared, audio_code: Tensor, gumbel: Tensor | None, labels: Tensor,
