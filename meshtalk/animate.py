@@ -63,87 +63,9 @@ from facedata.audio import (
 from facedata.errors import InputError
 from facedata.resample import resample_blocks, warm_up
 from meshtalk.device import resolve_device, shape_agnostic_kernels, torch_threads
+from meshtalk.inference import Animation, animate, gaussian_kernel, smooth_in_time, smooth_regions  # noqa: F401
 from meshtalk.model import LEAKY_SLOPE, AudioEncoder, MeshTalk, VertexDecoder, leaky
-from meshtalk.sampling import draw_sampling_noise, sample, sample_fast
-
-
-@dataclass
-class Animation:
-    """Geometry decoded from sampled labels."""
-
-    geometry: Tensor  # B x T x V x 3, mm
-    labels: Tensor  # B x T x H
-
-
-def animate(model: MeshTalk, mel: Tensor, template: Tensor, *, argmax: bool = False, noise: Tensor | None = None,
-            generator: torch.Generator | None = None, noise_scale: float = 1.0, method: str = "fast") -> Animation:
-    """Face geometry for speech: audio code -> labels sampled from the context model -> decoder.
-
-    Args:
-        model: the model (put it in eval mode).
-        mel: B x T x 80 x 101 log-mel windows (``model.frontend`` makes them from B x T x 16000 audio windows).
-        template: B x V x 3 neutral faces, mm.
-        argmax, noise, generator, noise_scale, method: as in ``meshtalk.sampling.sample``.
-
-    Returns:
-        The geometry before post-processing (see ``smooth_regions``) and the labels.
-    """
-    with torch.no_grad():
-        audio_code = model.encoder.audio(mel)  # (B, T, 128)
-        drawn = sample(model.context, audio_code, method=method, argmax=argmax, noise=noise, generator=generator,
-                       noise_scale=noise_scale)
-        geometry = model.decoder(template, drawn.one_hot)  # (B, T, V, 3)
-    return Animation(geometry=geometry, labels=drawn.labels)
-
-
-def gaussian_kernel(size: int = 9, sigma: float = 2.0) -> Tensor:
-    """Normalised Gaussian weights over ``size`` frames centred on the middle one, (size,) float32."""
-    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    weights = torch.exp(-offsets.square() / (2 * sigma * sigma))
-    return (weights / weights.sum()).float()
-
-
-def smooth_in_time(geometry: Tensor, *, size: int = 9, sigma: float = 2.0) -> Tensor:
-    """Gaussian smoothing along T with replicate padding. (..., T, V, 3) -> same shape.
-
-    A weighted sum of ``size`` shifted copies: on (T, V, 3) geometry this is several times faster than a
-    convolution over V * 3 one-channel signals, which had to transpose the data twice.
-    """
-    T = geometry.shape[-3]
-    half = size // 2
-    first, last = geometry[..., :1, :, :], geometry[..., -1:, :, :]
-    padded = torch.cat([first.expand(*first.shape[:-3], half, *first.shape[-2:]), geometry,
-                        last.expand(*last.shape[:-3], half, *last.shape[-2:])], dim=-3)  # (..., T + size - 1, V, 3)
-    out = torch.zeros_like(geometry)
-    for k, weight in enumerate(gaussian_kernel(size, sigma).tolist()):
-        out.add_(padded[..., k : k + T, :, :], alpha=weight)
-    return out
-
-
-def smooth_regions(geometry: Tensor, masks: list[Tensor], *, size: int = 9, sigma: float = 2.0) -> Tensor:
-    """The reference's post-processing: for each mask in turn, ``smoothed * m + geometry * (1 - m)``.
-
-    Each pass smooths the result of the previous one (the reference passes the forehead mask, then the neck mask).
-    Only vertices of nonzero weight are smoothed: the others keep their values exactly, and the masks cover a
-    small part of the face.
-
-    Args:
-        geometry: (..., T, V, 3), mm.
-        masks: per-vertex weights in [0, 1], each (V,).
-    """
-    out = geometry
-    for mask in masks:
-        m = mask.to(geometry)
-        index = torch.nonzero(m).squeeze(1)  # (K,)
-        if index.numel() == 0:
-            continue
-        part = out.index_select(-2, index)  # (..., T, K, 3)
-        weight = m[index][:, None]  # (K, 1)
-        if out is geometry:
-            out = geometry.clone()
-        out.index_copy_(-2, index, smooth_in_time(part, size=size, sigma=sigma) * weight + part * (1 - weight))
-    return out
-
+from meshtalk.sampling import draw_sampling_noise, sample_fast
 
 # --- speech in -------------------------------------------------------------------------------------------------------
 
@@ -656,7 +578,7 @@ def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, 
     decoder = DecoderStream(model.decoder, torch.from_numpy(template_mm).to(device)[None])
 
     def decode(labels: Tensor) -> Tensor:
-        with times.stage("decode"), shape_agnostic_kernels():  # pieces of several lengths: see evaluate
+        with times.stage("decode"), shape_agnostic_kernels():  # pieces of several lengths: see meshtalk.device
             return decoder.decode(F.one_hot(labels, C).to(torch.float32))  # (S, n, V, 3)
 
     smoother = StreamSmoother([torch.from_numpy(np.asarray(m)).to(device) for m in smoothing_masks], T)
