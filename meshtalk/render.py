@@ -22,7 +22,7 @@ import numpy as np
 from facedata.errors import InputError
 from facedata.render import Camera, MeshRenderer, PanelGrid, write_comparison_video, write_mesh_video
 from facedata.video import AudioSource, Mp4Writer
-from meshtalk.animate import DEFAULT_VIDEO, AnimationFile, VideoOptions, read_animation
+from meshtalk.animation_file import DEFAULT_VIDEO, AnimationFile, VideoOptions, read_animation
 
 PREDICTIONS = ("audio", "reconstruction")
 
