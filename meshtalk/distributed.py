@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from facedata.errors import InputError
-from meshtalk.evaluate import resolve_device
+from meshtalk.device import resolve_device
 from meshtalk.objectives import BatchShard
 
 # torchrun sets all of them for every process it starts.

@@ -4,7 +4,7 @@ Paths (each scored with ``meshtalk.metrics.MetricAccumulator`` against the groun
 - ``reconstruction``: audio and geometry -> encoder -> argmax code -> decoder (what stage 1 learned);
 - ``audio_sampled``: audio only -> audio encoder -> labels sampled from the context model (seeded, ``samples``
   of them; the first is scored, all of them give the diversity) -> decoder from the template; with
-  ``smoothing`` the reference's post-processing (``meshtalk.animate.smooth_regions``, forehead then neck);
+  ``smoothing`` the reference's post-processing (``meshtalk.inference.smooth_regions``, forehead then neck);
 - ``audio_argmax``: the same with the most likely label at every step;
 - ``template``: the template repeated (no motion), the baseline every number is read against.
 
@@ -19,10 +19,8 @@ and the samples are decoded one by one, so memory is a few copies of one sentenc
 
 from __future__ import annotations
 
-import contextlib
 import json
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,43 +31,17 @@ from torch import Tensor
 
 from facedata.errors import InputError, StoreError
 from facedata.store import Store, write_json_atomic
-from meshtalk.animate import smooth_regions
 from meshtalk.checkpoint import load_checkpoint
-from meshtalk.data import SequenceData, SequenceEntry, read_sequence, select_sequences
+from meshtalk.data import SequenceEntry, read_sequence, select_sequences
+from meshtalk.device import resolve_device, shape_agnostic_kernels
 from meshtalk.frontend import check_frontend, stored_reference_codes
+from meshtalk.inference import audio_codes, decode_samples, reconstruct, smooth_regions
 from meshtalk.metrics import MetricAccumulator
-from meshtalk.model import MeshTalk, quantize
-from meshtalk.sampling import sample
+from meshtalk.model import MeshTalk
 
 PATHS = ("reconstruction", "audio_sampled", "audio_argmax", "template")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:i]``.
-
-    Raises:
-        InputError: an unknown name, or CUDA asked for but not available.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("--device", "CUDA is not available", expected="auto or cpu", actual=name)
-        return torch.device(name)
-    raise InputError("--device", "unknown device", expected="auto, cpu or cuda", actual=repr(name))
-
-
-@contextlib.contextmanager
-def shape_agnostic_kernels() -> Iterator[None]:
-    """Run without oneDNN: on CPU it builds an LSTM kernel for every new input shape (0.1 to 1.4 s each, measured
-    here), which is free for training's fixed windows but dominates whole sentences of varying length. Only for
-    the LSTMs: oneDNN's convolutions (the audio encoder) are much faster than the fallback."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # a note about TF32 on Intel GPUs when the flag is set
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
+# The paths' predictions are the inference core's (meshtalk.inference): audio_codes, reconstruct and decode_samples
+# are imported here and stay reachable as meshtalk.evaluate.X, as the trainer and the recipes import them.
 
 
 # --- regions -------------------------------------------------------------------------------------------------------
@@ -103,45 +75,6 @@ class Regions:
         described = {"lips": f"{self.lips_mask} > {self.lips_threshold}",
                      "upper": f"{self.upper_mask} > {self.upper_threshold}"}
         return chosen[0], chosen[1], described
-
-
-# --- the model's predictions ---------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def audio_codes(model: MeshTalk, sequence: SequenceData, *, chunk_frames: int = 256) -> Tensor:
-    """The audio code of every frame of a sentence, ``chunk_frames`` frames at a time. -> 1 x T x audio_dim."""
-    device = next(model.parameters()).device
-    parts = []
-    for first in range(0, sequence.n_frames, chunk_frames):
-        count = min(chunk_frames, sequence.n_frames - first)
-        mel = torch.from_numpy(sequence.mel_windows(first, count)).to(device)  # (n, 80, 101)
-        parts.append(model.encoder.audio(mel[None]))  # (1, n, audio_dim)
-    return torch.cat(parts, dim=1)
-
-
-@torch.no_grad()
-def reconstruct(model: MeshTalk, audio_code: Tensor, vertices: Tensor, template: Tensor) -> Tensor:
-    """Encoder (given audio codes) + argmax code + decoder.
-
-    Shapes: audio code B x T x audio_dim, vertices B x T x V x 3 mm, template B x V x 3 mm -> B x T x V x 3 mm.
-    """
-    expression = model.encoder.expression(vertices)
-    logprobs = model.encoder.fusion(expression, audio_code)
-    return model.decoder(template, quantize(logprobs).one_hot)
-
-
-@torch.no_grad()
-def decode_samples(model: MeshTalk, audio_code: Tensor, template: Tensor, *, argmax: bool = False,
-                   generator: torch.Generator | None = None, sampler: str = "fast") -> Tensor:
-    """Audio codes -> context-model labels -> decoder (``meshtalk.animate.animate`` from audio codes computed
-    elsewhere). B x T x audio_dim, B x V x 3 -> B x T x V x 3.
-
-    Samples are decoded one sequence at a time (a decoded batch is B copies of the geometry).
-    """
-    labels = sample(model.context, audio_code, method=sampler, argmax=argmax, generator=generator)
-    return torch.cat([model.decoder(template[b : b + 1], labels.one_hot[b : b + 1])
-                      for b in range(labels.one_hot.shape[0])])
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------------

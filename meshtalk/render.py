@@ -22,7 +22,7 @@ import numpy as np
 from facedata.errors import InputError
 from facedata.render import Camera, MeshRenderer, PanelGrid, write_comparison_video, write_mesh_video
 from facedata.video import AudioSource, Mp4Writer
-from meshtalk.animate import DEFAULT_VIDEO, AnimationFile, VideoOptions, read_animation
+from meshtalk.animation_file import DEFAULT_VIDEO, AnimationFile, VideoOptions, read_animation
 
 PREDICTIONS = ("audio", "reconstruction")
 
@@ -147,10 +147,10 @@ def predict_stored(store: str | Path, identity: str, sequence: str, checkpoint: 
     import torch
 
     from facedata.store import Store
-    from meshtalk.animate import smooth_regions
     from meshtalk.checkpoint import load_checkpoint
     from meshtalk.data import SequenceEntry, read_sequence
-    from meshtalk.evaluate import audio_codes, decode_samples, reconstruct, shape_agnostic_kernels
+    from meshtalk.device import shape_agnostic_kernels
+    from meshtalk.inference import audio_codes, decode_samples, reconstruct, smooth_regions
 
     if prediction not in PREDICTIONS:
         raise InputError("--prediction", "unknown prediction", expected=" or ".join(PREDICTIONS),
@@ -166,7 +166,7 @@ def predict_stored(store: str | Path, identity: str, sequence: str, checkpoint: 
     data = read_sequence(s, entry)
     template = torch.from_numpy(data.template)[None]  # (1, V, 3)
     codes = audio_codes(model, data)  # (1, T, audio_dim); oneDNN's convolutions are the fast ones
-    with torch.no_grad(), shape_agnostic_kernels():  # the LSTMs see a new length: see evaluate
+    with torch.no_grad(), shape_agnostic_kernels():  # the LSTMs see a new length: see meshtalk.device
         if prediction == "reconstruction":
             return reconstruct(model, codes, torch.from_numpy(data.vertices)[None], template)[0].numpy()
         geometry = decode_samples(model, codes, template, argmax=argmax,

@@ -286,7 +286,7 @@ def test_the_first_frames_come_out_before_long_audio_is_processed(stream_case):
         calls.append((a, b))
         return original(encoder, audio, a, b, **kw)
 
-    import meshtalk.animate as module
+    import meshtalk.animate.stream as module  # where animate_speech looks up speech_codes
 
     module.speech_codes, saved = counting, module.speech_codes
     try:

@@ -1,0 +1,207 @@
+"""The decoder stream and the smoothing: labels to smoothed meshes in pieces of bounded size.
+
+- ``DecoderStream``: the vertex decoder run piece by piece, the template's encoding once and the LSTM's state
+  carried over (the same values as decoding the whole sequence);
+- ``StreamSmoother``: ``meshtalk.inference.smooth_regions`` as a delay line of ``4 * len(masks)`` frames;
+- ``animate_speech``: speech -> audio codes -> labels (``iter_labels``) -> geometry -> smoothed frames, yielded in
+  frame order, crossfading from one label segment to the next; ``StageTimes`` adds up the time of each stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from meshtalk.animate.labels import LabelPiece, LabelPlan, iter_labels
+from meshtalk.animate.speech import Speech, speech_codes
+from meshtalk.device import shape_agnostic_kernels
+from meshtalk.inference import smooth_regions
+from meshtalk.model import LEAKY_SLOPE, MeshTalk, VertexDecoder, leaky
+
+
+@dataclass
+class DecoderStream:
+    """The vertex decoder run piece by piece: the template's encoding once, the LSTM's state carried over.
+
+    ``decode(one_hot)`` is ``VertexDecoder.forward(template, one_hot)`` on the pieces put together (test_animate
+    checks it).
+    """
+
+    decoder: VertexDecoder
+    template: Tensor  # 1 x V x 3, mm
+    levels: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+    state: tuple[Tensor, Tensor] | None = None
+
+    @torch.no_grad()
+    def decode(self, one_hot: Tensor) -> Tensor:
+        """S x n x H x C one-hot labels of the next n frames -> S x n x V x 3 geometry, mm."""
+        d = self.decoder
+        B, T = one_hot.shape[:2]
+        if self.levels is None:
+            x0 = ((self.template - d.mean) / d.stddev).reshape(1, 1, -1)  # (1, 1, V*3)
+            x1 = leaky(d.down[0](x0))  # (1, 1, 512)
+            x2 = leaky(d.down[1](x1))  # (1, 1, 256)
+            self.levels = (x0, x1, x2, leaky(d.down[2](x2)))  # (1, 1, 128)
+        x0, x1, x2, x3 = self.levels
+        z = torch.cat([x3.expand(B, T, -1), one_hot.reshape(B, T, -1)], dim=-1)  # (B, T, 128 + H*C)
+        y, self.state = d.lstm(leaky(d.code_fusion(z)), self.state)  # (B, T, 128)
+        y = x2 + leaky(d.up[0](y))  # (B, T, 256)
+        y = x1 + leaky(d.up[1](y))  # (B, T, 512)
+        # In place from here: the (B, T, V*3) tensors are the large ones, and each new one costs page faults. The
+        # operations and their order are the decoder's, so the values are the same.
+        y = F.leaky_relu_(d.up[2](y), LEAKY_SLOPE).add_(x0).add_(d.vertex_bias)  # (B, T, V*3)
+        return y.view(B, T, -1, 3).mul_(d.stddev).add_(d.mean)  # (B, T, V, 3)
+
+
+class StreamSmoother:
+    """``smooth_regions`` over a sequence that arrives in pieces.
+
+    A smoothed frame depends on the frames within ``size // 2`` of it per mask (the passes chain), so pieces are
+    held back by that many frames: ``push`` returns the frames that are final, and the last push (the one that
+    reaches ``n_frames``) returns the rest. The replicate padding is applied at the sequence's ends only.
+    """
+
+    def __init__(self, masks: list[Tensor], n_frames: int, *, size: int = 9, sigma: float = 2.0):
+        self.masks, self.n_frames, self.size, self.sigma = masks, n_frames, size, sigma
+        self.reach = (size // 2) * len(masks)
+        self.buffer: Tensor | None = None  # unsmoothed frames [buffer_start, received)
+        self.buffer_start = 0
+        self.received = 0
+        self.emitted = 0
+
+    def push(self, geometry: Tensor) -> Tensor:
+        """(..., n, V, 3) next frames -> (..., m, V, 3) smoothed frames [emitted, emitted + m)."""
+        if not self.masks:
+            self.received += geometry.shape[-3]
+            self.emitted = self.received
+            return geometry
+        self.buffer = geometry if self.buffer is None else torch.cat([self.buffer, geometry], dim=-3)
+        self.received += geometry.shape[-3]
+        ready = self.received if self.received >= self.n_frames else self.received - self.reach
+        if ready <= self.emitted:
+            return geometry[..., :0, :, :]
+        lo = max(0, self.emitted - self.reach)
+        block = self.buffer[..., lo - self.buffer_start :, :, :]
+        smoothed = smooth_regions(block, self.masks, size=self.size, sigma=self.sigma)
+        out = smoothed[..., self.emitted - lo : ready - lo, :, :]
+        self.emitted = ready
+        keep = max(0, self.emitted - self.reach)  # the next output needs frames from here on
+        self.buffer = self.buffer[..., keep - self.buffer_start :, :, :]
+        self.buffer_start = keep
+        return out
+
+
+@dataclass
+class StageTimes:
+    """Wall seconds per stage, summed over the pieces. A stage timed inside another counts for itself only (the
+    sampler asks for audio codes while it runs)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    _inner: list[float] = field(default_factory=list)  # time of nested stages, per open stage
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            nested = self._inner.pop()
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - nested
+            if self._inner:
+                self._inner[-1] += elapsed
+
+
+def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, plan: LabelPlan,
+                   smoothing_masks: list[np.ndarray], times: StageTimes | None = None,
+                   decode_frames: int = 300, audio_frontend: str = "utterance"
+                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Stream the animation of ``speech``: yields (first frame, S x n x V x 3 float32 mm, S x n x H labels) in
+    frame order, holding at most a few pieces of ``decode_frames`` frames (and one batch of label segments).
+
+    With segments (``plan.segment_frames``), the geometry crossfades from one segment to the next over the W
+    frames where they overlap (the later segment's warm-up): the earlier segment's frames are held back, the
+    warm-up labels are decoded from the decoder state before them, and the two are blended linearly, so that the
+    face moves from one chain's state to the other's instead of jumping. The labels saved for those frames are
+    the earlier segment's.
+
+    ``audio_frontend``: ``utterance`` (the store's features) or ``reference`` (the release's per-window log-mel,
+    ``meshtalk.frontend``; give it ``speech.n_frames`` of ``reference_frame_count``).
+    """
+    from meshtalk.frontend import check_frontend, reference_speech_codes
+
+    times = times or StageTimes()
+    T = speech.n_frames
+    device = next(model.parameters()).device
+    C = model.config.classes
+
+    reference = check_frontend(audio_frontend) == "reference"
+
+    def codes(a: int, b: int) -> Tensor:
+        with times.stage("audio codes"):
+            if reference:
+                return reference_speech_codes(model, speech.audio_16k, a, b)
+            return speech_codes(model.encoder.audio, speech.audio_16k, a, b).to(device)
+
+    decoder = DecoderStream(model.decoder, torch.from_numpy(template_mm).to(device)[None])
+
+    def decode(labels: Tensor) -> Tensor:
+        with times.stage("decode"), shape_agnostic_kernels():  # pieces of several lengths: see meshtalk.device
+            return decoder.decode(F.one_hot(labels, C).to(torch.float32))  # (S, n, V, 3)
+
+    smoother = StreamSmoother([torch.from_numpy(np.asarray(m)).to(device) for m in smoothing_masks], T)
+    queued: list[Tensor] = []  # labels of frames given to the smoother and not yet out of it
+    emitted = 0
+
+    def emit(geometry: Tensor, labels: Tensor) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        nonlocal queued, emitted
+        with times.stage("smooth"):
+            ready = smoother.push(geometry)
+        queued.append(labels)
+        n = ready.shape[-3]
+        if n:
+            waiting = torch.cat(queued, dim=1)
+            yield emitted, ready.cpu().numpy(), waiting[:, :n].cpu().numpy()
+            queued = [waiting[:, n:]]
+            emitted += n
+
+    held: tuple[Any, Tensor, Tensor] | None = None  # decoder state before the held frames, their geometry, labels
+    for piece in _timed(iter_labels(model.context, codes, T, plan), times, "labels"):
+        labels = piece.labels  # (S, n, H)
+        if held is not None and piece.warmup is not None:
+            state, tail, tail_labels = held
+            decoder.state = state
+            warm = decode(piece.warmup[:, -tail.shape[1] :])  # (S, W, V, 3): the same frames as the tail
+            ramp = torch.arange(1, tail.shape[1] + 1, dtype=tail.dtype, device=device) / (tail.shape[1] + 1)
+            yield from emit(torch.lerp(tail, warm, ramp[:, None, None]), tail_labels)
+            held = None
+        n = labels.shape[1]
+        hold = plan.segment_frames is not None and piece.first + n < T  # a later segment will blend in
+        W = model.context.receptive_field if hold else 0
+        for a in range(0, n - W, decode_frames):
+            part = labels[:, a : min(n - W, a + decode_frames)]
+            yield from emit(decode(part), part)
+        if hold:
+            state = decoder.state
+            held = (state, decode(labels[:, n - W :]), labels[:, n - W :])
+    if held is not None:  # not reached: the last segment holds nothing back
+        yield from emit(held[1], held[2])
+
+
+def _timed(pieces: Iterator[LabelPiece], times: StageTimes, stage: str) -> Iterator[LabelPiece]:
+    """Iterate, adding the time spent producing each item to ``stage``."""
+    while True:
+        with times.stage(stage):
+            piece = next(pieces, None)
+        if piece is None:
+            return
+        yield piece

@@ -1,0 +1,116 @@
+"""The speculative path's draft: the waves' computation of one frame with int8 weights (a scale per output
+channel) and float32 activations, one function of plain tensors, ``torch.compile``-d when asked. It proposes
+labels; the exact model decides them (``meshtalk.sampling.speculative``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from meshtalk.model import LEAKY_SLOPE, ContextModel
+from meshtalk.sampling.schedule import Step
+
+log = logging.getLogger(__name__)
+
+
+def _quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int8 per row (output channel): (..., rows, cols) -> int8 values and float32 scales (..., rows)."""
+    scale = (weight.abs().amax(dim=-1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+    return (weight / scale[..., None]).round_().clamp_(-127, 127).to(torch.int8).contiguous(), scale.float()
+
+
+def _gemv_int8(q: Tensor, scale: Tensor, x: Tensor) -> Tensor:
+    """(..., rows, cols) int8 weights times (..., cols) float32 -> (..., rows) float32. Compiled, this is one
+    loop that reads each int8 weight once and accumulates in float32."""
+    return (q.to(torch.float32) * x.unsqueeze(-2)).sum(-1) * scale
+
+
+class Drafter:
+    """The draft of one frame: the waves' computation with int8 weights (per-row scales) and float32
+    activations, one function of plain tensors, ``torch.compile``-d when asked.
+
+    ``step(pending (L, HK), previous inputs (L, HK), far-tap inputs (L, HK), noise (H, C), labels (H,),
+    keep (H,) bool)`` -> (labels (H,), this frame's layer inputs (L, HK)); labels where ``keep`` are kept.
+
+    ``w`` is the context model's ``meshtalk.sampling.layout.WeightLayout``, whose blocks are quantised; the layout
+    makes and keeps its drafters, so this module does not import it."""
+
+    def __init__(self, context: ContextModel, w: Any, *, compiled: bool):
+        self.compiled, self.ok = compiled, True
+        self.weights: list[Tensor] = []
+        L, H, C = len(context.layers), context.heads, context.classes
+        K = context.embedding.out_per_head
+        HK = H * K
+        pairs: list[tuple[Tensor, Tensor]] = []  # int8 values and scales, packed below
+
+        def add(pair: tuple[Tensor, Tensor]) -> int:
+            pairs.append(pair)
+            return len(pairs) - 1
+
+        with torch.no_grad():
+            plan = [([(s, add(_quantize_rows(w.block(s).t())) if s.cols else None) for s in wave.steps],
+                     wave.first, wave.stop) for wave in w.waves]
+            finish = [(s, add(_quantize_rows(w.block(s).t())) if s.cols else None) for s in w.finish]
+            near = add(_quantize_rows(w.near_t.transpose(1, 2)))  # (L, HK, HK) rows = outputs
+            far = add(_quantize_rows(torch.stack([f.t() for f in w.far_t])))
+            # Two flat tensors instead of ~50: the compiled function checks its arguments on every call.
+            places, q_at, s_at = [], 0, 0
+            for q, scale in pairs:
+                places.append((q_at, tuple(q.shape), s_at, scale.numel()))
+                q_at, s_at = q_at + q.numel(), s_at + scale.numel()
+            self.weights = [torch.cat([q.flatten() for q, _ in pairs]), torch.cat([sc.flatten() for _, sc in pairs]),
+                            w.emb_rows, w.emb_bias, w.logit_bias, w.class_offset]
+
+        def gemv(weights: list[Tensor], index: int, x: Tensor) -> Tensor:
+            q_at, shape, s_at, n = places[index]
+            q = weights[0][q_at : q_at + math.prod(shape)].view(shape)
+            return _gemv_int8(q, weights[1][s_at : s_at + n].view(shape[:-1]), x)
+
+        def frame(weights: list[Tensor], pending: Tensor, previous: Tensor, far_inputs: Tensor, noise: Tensor,
+                  given: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+            emb_rows, emb, logit_bias, offset = weights[2:]
+            start = pending + gemv(weights, near, previous) + gemv(weights, far, far_inputs)  # (L, HK)
+            outputs: list[list[Tensor]] = [[] for _ in range(L + 1)]  # computed head blocks per level
+
+            def run(step: Step, index: int | None) -> Tensor:
+                y = start[step.level, step.lo * K : step.hi * K] if step.level < L else \
+                    logit_bias[step.lo * C : step.hi * C]
+                if index is not None:
+                    source = emb if step.level == 0 else torch.cat(outputs[step.level - 1])
+                    y = y + gemv(weights, index, source[: step.cols])
+                return F.leaky_relu(y, LEAKY_SLOPE) if step.level < L else y
+
+            chosen = []
+            for steps, a, b in plan:
+                for step, index in steps:
+                    outputs[step.level].append(run(step, index))
+                scores = outputs[L][-1].view(b - a, C) + noise[a:b]  # the wave's logits are the last block
+                pick = torch.where(keep[a:b], given[a:b], scores.argmax(dim=-1))
+                chosen.append(pick)
+                emb = emb + emb_rows[pick + offset[a:b]].sum(0)
+            for step, index in finish:
+                outputs[step.level].append(run(step, index))
+            inputs = torch.stack([emb, *(torch.cat(outputs[i]) for i in range(L - 1))])  # (L, HK)
+            return torch.cat(chosen), inputs
+
+        self._fn: Any = frame
+        if compiled:
+            self._fn = torch.compile(frame, dynamic=False, fullgraph=True)
+            try:  # compiling happens on the first call: fail here, not in the middle of a sequence
+                zeros = torch.zeros(L, HK)
+                with torch.no_grad():
+                    self._fn(self.weights, zeros, zeros, zeros, torch.zeros(H, C), torch.zeros(H, dtype=torch.long),
+                             torch.zeros(H, dtype=torch.bool))
+            except Exception as error:  # any compiler failure: the eager draft gives the same labels
+                log.warning("torch.compile of the sampler's draft failed (%s); drafting eagerly", error)
+                self.ok = False
+
+    def step(self, pending: Tensor, previous: Tensor, far_inputs: Tensor, noise: Tensor, given: Tensor,
+             keep: Tensor) -> tuple[Tensor, Tensor]:
+        return self._fn(self.weights, pending, previous, far_inputs, noise, given, keep)
