@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_model.py [--quick] [--threads 2] [--device cpu]
 
 Prints, in one run:
-- frames/s of the fast sampler (the default: speculative for one sequence, see meshtalk/sampling.py), of its
+- frames/s of the fast sampler (the default: speculative for one sequence, see meshtalk/sampling/), of its
   waves alone and of the reference-order loop (H = 16, C = 128, 126 frames, one sequence) and their ratios, with
   the labels checked identical for the same noise; also against the reference release's 9.9 s for 126 frames on
   2 CPU threads (../shared/spec/measured-here.md); the first call's time, which includes compiling the draft;
