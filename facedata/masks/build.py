@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from facedata.errors import InputError, StoreError
+from facedata.files import BLOCK_BYTES, block_bytes, reporting_disk_full
 from facedata.masks.geometry import SurfaceGraph, check_head_frame
 from facedata.masks.io import (
     MASKS_FORMAT_VERSION,
@@ -77,6 +78,7 @@ def build_masks(*, store: str | Path | None = None, template: str | Path | None 
         InputError: missing or conflicting options, a template with the wrong vertex count or not in the head-local
             frame, bad mask or spec files, landmarks that cannot be found.
         StoreError: the store is unreadable, has no faces to build on, or another writer holds it.
+        DiskFullError: the disk filled while writing the masks or the previews (what was there before is intact).
     """
     started = time.time()
     if store is None and template is None:
@@ -134,17 +136,23 @@ def build_masks(*, store: str | Path | None = None, template: str | Path | None 
         from facedata.store import Store, store_lock
 
         root = Store(store).root
-        with store_lock(root):
+        room = len(masks) * (block_bytes(4 * vertices.shape[0]) + 2 * BLOCK_BYTES)
+        with store_lock(root), reporting_disk_full(root, "the masks", expected_bytes=room,
+                                                   kept="the previous masks are intact"):
             write_store_masks(root, masks, description)
         written = root
         preview_dir = Path(out) if out is not None else root / PREVIEW_DIR
     else:
         assert out is not None  # checked on entry
         written = Path(out)
-        write_mask_dir(written, masks, description)
+        with reporting_disk_full(written, "the masks", kept="each mask file is whole, its old or its new version"):
+            write_mask_dir(written, masks, description)
         preview_dir = written
-    paths = render_previews(vertices, faces, masks, preview_dir, landmarks.indices if landmarks else None) \
-        if previews else []
+    paths: list[Path] = []
+    if previews:
+        with reporting_disk_full(preview_dir, "the mask previews",
+                                 kept="the masks are stored; each preview is whole, its old or its new version"):
+            paths = render_previews(vertices, faces, masks, preview_dir, landmarks.indices if landmarks else None)
     return MaskBuild(masks=masks, sources=sources, landmarks=description["landmarks"], template=described,
                      n_vertices=int(vertices.shape[0]), written=written, previews=paths, description=description,
                      seconds=time.time() - started)
