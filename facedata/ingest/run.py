@@ -123,9 +123,10 @@ def ingest(
         return IngestReport(store, results, tree.rejects, time.perf_counter() - started, dry_run=True,
                             bytes_planned=planned.total, bytes_free=free_bytes(store))
 
+    # Refused before the lock, so that a run that cannot fit creates nothing (what is planned only reads).
+    planned = planned_bytes(store, tree, vertex_set, options, settings_fp)
+    _check_free_space(store, planned, options)
     with store_lock(store):
-        planned = planned_bytes(store, tree, vertex_set, options, settings_fp)
-        _check_free_space(store, planned, options)
         with reporting_disk_full(store, "the store's description"):  # store_lock cleared .staging
             prepare_store(store, settings)
             reserve_room(store, manifest_bytes(store, len(tree.sequences) + len(tree.rejects)))

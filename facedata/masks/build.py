@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from facedata.errors import InputError, StoreError
-from facedata.files import BLOCK_BYTES, block_bytes, reporting_disk_full
 from facedata.masks.geometry import SurfaceGraph, check_head_frame
 from facedata.masks.io import (
     MASKS_FORMAT_VERSION,
@@ -136,23 +135,17 @@ def build_masks(*, store: str | Path | None = None, template: str | Path | None 
         from facedata.store import Store, store_lock
 
         root = Store(store).root
-        room = len(masks) * (block_bytes(4 * vertices.shape[0]) + 2 * BLOCK_BYTES)
-        with store_lock(root), reporting_disk_full(root, "the masks", expected_bytes=room,
-                                                   kept="the previous masks are intact"):
+        with store_lock(root):
             write_store_masks(root, masks, description)
         written = root
         preview_dir = Path(out) if out is not None else root / PREVIEW_DIR
     else:
         assert out is not None  # checked on entry
         written = Path(out)
-        with reporting_disk_full(written, "the masks", kept="each mask file is whole, its old or its new version"):
-            write_mask_dir(written, masks, description)
+        write_mask_dir(written, masks, description)
         preview_dir = written
-    paths: list[Path] = []
-    if previews:
-        with reporting_disk_full(preview_dir, "the mask previews",
-                                 kept="the masks are stored; each preview is whole, its old or its new version"):
-            paths = render_previews(vertices, faces, masks, preview_dir, landmarks.indices if landmarks else None)
+    paths = render_previews(vertices, faces, masks, preview_dir, landmarks.indices if landmarks else None) \
+        if previews else []
     return MaskBuild(masks=masks, sources=sources, landmarks=description["landmarks"], template=described,
                      n_vertices=int(vertices.shape[0]), written=written, previews=paths, description=description,
                      seconds=time.time() - started)
