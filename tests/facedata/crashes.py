@@ -153,7 +153,7 @@ def contents(root: Path, *, keys: tuple[str, ...] = RUN_KEYS, under: tuple[str, 
             continue
         for p in sorted(base.rglob("*")):
             rel = p.relative_to(root)
-            if p.is_file() and rel.parts[0] not in (".staging", ".lock"):
+            if p.is_file() and ".staging" not in rel.parts and p.name != ".lock":
                 out[str(rel)] = masked(p, p.read_bytes(), keys)
     return out
 
@@ -222,3 +222,147 @@ def run_command(args: list[str], *, kill_after_s: float | None = None, env: dict
         err.seek(0)
         return Run(work_s=seconds, killed=killed, returncode=child.returncode,
                    stdout=out.read().decode(errors="replace"), stderr=err.read().decode(errors="replace"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kill trials of the curation writers (test_kills.py and benchmarks/kill_trials.py)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command's arguments (``STORE`` and ``REPORT`` stand for the trial's paths) and what it replaces in one
+    step: ``groups`` (folders swapped whole); every other file it writes is replaced whole on its own."""
+
+    args: tuple[str, ...]
+    groups: tuple[str, ...] = ()
+
+
+COMMANDS = {
+    "split": Command(("split", "--store", "STORE", "--seed", "0")),
+    "build-masks": Command(("build-masks", "--store", "STORE", "--no-previews"), ("store/arrays.zarr/masks",)),
+    "build-masks+previews": Command(("build-masks", "--store", "STORE"), ("store/arrays.zarr/masks",)),
+    "stats": Command(("stats", "--store", "STORE"), ("store/arrays.zarr/stats",)),
+    "stats+report": Command(("stats", "--store", "STORE", "--report", "REPORT"), ("store/arrays.zarr/stats",)),
+}
+
+
+def write_before(parent: Path, *, report: bool = True) -> Path:
+    """``parent/before`` with ``store/`` and (with ``report``) ``report/``: every output of the curation commands
+    in an earlier version (statistics and report from before the splits existed, splits of seed 1, masks built on
+    one identity, no previews) so that a kill can be seen to keep the old version or the new one."""
+    from facedata.ingest import IngestOptions, ingest
+    from facedata.masks import build_masks
+    from facedata.split import SplitOptions, split_store
+    from facedata.stats import run_stats
+    from facedata.synth import write_raw_tree
+
+    root = parent / "before"
+    write_raw_tree(parent / "raw", identities=3, sentences=3, seconds=0.5, seed=21, obj_every=1000)
+    store = root / "store"
+    ingest(parent / "raw", store, IngestOptions(workers=1))
+    run_stats(store, report_dir=root / "report" if report else None)  # trained on every sentence: no splits yet
+    split_store(store, SplitOptions(seed=1))
+    first = sorted(p.name for p in (store / "arrays.zarr/identities").iterdir() if p.is_dir())[0]
+    build_masks(store=store, identity=first, previews=False)
+    return root
+
+
+class KillTrials:
+    """Kill trials of the ``COMMANDS`` on copies of a ``write_before`` folder, all at one path (a report names its
+    store's path, so the uninterrupted run and every trial must agree on it)."""
+
+    def __init__(self, before: Path, work: Path):
+        self.before_root, self.root = before, work
+        self.reference: dict[str, tuple[dict[str, bytes], float]] = {}
+
+    def fresh(self) -> Path:
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.copytree(self.before_root, self.root)
+        return self.root
+
+    def args(self, name: str) -> list[str]:
+        paths = {"STORE": str(self.root / "store"), "REPORT": str(self.root / "report")}
+        return [paths.get(a, a) for a in COMMANDS[name].args]
+
+    def uninterrupted(self, name: str) -> tuple[dict[str, bytes], float]:
+        """The outputs of an uninterrupted run (masked: ``TIME_KEYS``) and its seconds after its imports."""
+        if name not in self.reference:
+            self.fresh()
+            run = run_command(self.args(name))
+            assert run.returncode == 0, run.stderr
+            self.reference[name] = contents(self.root, keys=TIME_KEYS), run.work_s
+        return self.reference[name]
+
+    def trial(self, name: str, rng: Any) -> tuple[float, str]:
+        """Kill ``name`` after a random time drawn from U(0, its uninterrupted seconds), check the store, re-run it
+        and check the result. Returns (the delay, where the kill landed); a failed check raises AssertionError."""
+        from typer.testing import CliRunner
+
+        from facedata.cli import app
+        from facedata.verify import verify_store
+
+        new, work_s = self.uninterrupted(name)
+        old = contents(self.fresh(), keys=TIME_KEYS)
+        assert old != new, "the command must change something for the trial to mean anything"
+        delay = rng.uniform(0.0, work_s)
+        run = run_command(self.args(name), kill_after_s=delay)
+        where = f"{name} killed after {delay:.2f} s"
+        store = self.root / "store"
+
+        errors = [str(p) for p in verify_store(store) if p.severity == "error"]
+        assert errors == [], f"{where}: verify: {errors}"
+        now = contents(self.root, keys=TIME_KEYS)
+        assert set(now) <= set(old) | set(new), f"{where}: unexpected files {sorted(set(now) - set(old) - set(new))}"
+        grouped: set[str] = set()
+        for group in COMMANDS[name].groups:
+            part = {k: v for k, v in now.items() if k.startswith(f"{group}/")}
+            versions = [{k: v for k, v in c.items() if k.startswith(f"{group}/")} for c in (old, new)]
+            assert part in versions, f"{where}: {group} is neither its old nor its new version"
+            grouped |= set(part)
+        for path, data in now.items():
+            if path not in grouped:
+                assert data in (old.get(path), new.get(path)), f"{where}: {path} is neither old nor new"
+        assert temporaries(self.root) == [], f"{where}: {temporaries(self.root)}"
+        landed = ("finished before the kill" if not run.killed else "before any output" if now == old else
+                  "after every output" if now == new else "between outputs")
+
+        result = CliRunner().invoke(app, self.args(name))  # takes the lock the killed process may have held
+        assert result.exit_code == 0, f"{where}: the re-run failed: {result.output}"
+        assert contents(self.root, keys=TIME_KEYS) == new, f"{where}: the re-run differs from an uninterrupted run"
+        assert not any((store / ".staging").iterdir()) and temporaries(self.root) == []
+        return delay, landed
+
+
+_SEQUENCE_GROUP = re.compile(r"^(arrays\.zarr/identities/[^/]+/sequences/[^/]+)/")
+
+
+def ingest_kill_trial(raw: Path, reference: Path, work: Path, work_s: float, rng: Any) -> tuple[float, str]:
+    """Kill ``facedata ingest RAW`` into a new store at ``work`` after U(0, ``work_s``) seconds and check what is
+    left: every sequence group in place is byte-identical to ``reference``'s, the manifests are absent (a first run
+    writes them at its end) or whole and list only groups in place, no temporary is in view; then the re-run equals
+    ``reference`` (facedata.json's runs masked). Returns (the delay, where the kill landed)."""
+    import polars as pl
+
+    from facedata.ingest import IngestOptions, ingest
+
+    shutil.rmtree(work, ignore_errors=True)
+    delay = rng.uniform(0.0, work_s)
+    run = run_command(["ingest", str(raw), "--store", str(work), "--workers", "1"], kill_after_s=delay)
+    where = f"ingest killed after {delay:.2f} s"
+    expected = contents(reference)
+    now = contents(work) if work.exists() else {}
+    groups = sorted({m[1] for k in now if (m := _SEQUENCE_GROUP.match(k))})
+    for group in groups:
+        ours = {k: v for k, v in now.items() if k.startswith(f"{group}/")}
+        assert ours == {k: v for k, v in expected.items() if k.startswith(f"{group}/")}, f"{where}: {group} differs"
+    manifest = work / "manifests" / "sequences.parquet"
+    if manifest.exists():
+        listed = set(pl.read_parquet(manifest)["path"].to_list())
+        assert listed <= {g.removeprefix("arrays.zarr/") for g in groups}, f"{where}: manifest lists a missing group"
+    assert not work.exists() or temporaries(work) == [], f"{where}: {temporaries(work)}"
+    stored = len(groups)
+    landed = ("finished before the kill" if not run.killed else "before any sequence" if stored == 0 else
+              "after every sequence" if now == expected else f"midway ({stored} sequences stored)")
+    ingest(raw, work, IngestOptions(workers=1))
+    assert contents(work) == expected, f"{where}: the re-run differs from an uninterrupted run"
+    return delay, landed

@@ -158,17 +158,9 @@ def test_an_atomic_write_cut_by_a_full_disk_leaves_the_old_file_and_no_temporary
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory) -> Path:
-    """A store with masks (built on one identity), splits (seed 1) and statistics: the 'before' of every writer."""
-    root = tmp_path_factory.mktemp("curated")
-    write_raw_tree(root / "raw", identities=2, sentences=3, seconds=0.5, seed=12, obj_every=1000)
-    store = root / "store"
-    ingest(root / "raw", store, IngestOptions(workers=1))
-    first = sorted(p.name for p in (store / "arrays.zarr/identities").iterdir() if p.is_dir())[0]
-    build_masks(store=store, identity=first, previews=False)
-    split_store(store, SplitOptions(seed=1))
-    run_stats(store)
-    return store
+def curated(before) -> Path:
+    """A store with masks (built on one identity), splits (seed 1) and statistics (conftest.py's ``before``)."""
+    return before / "store"
 
 
 @pytest.fixture()
