@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import shutil
 import uuid
@@ -129,6 +130,7 @@ def exchange_dirs(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
+@functools.cache
 def _libc() -> Any:
     try:
         return ctypes.CDLL(None, use_errno=True)
@@ -142,33 +144,22 @@ def reserve_space(path: Path, n_bytes: int) -> bool:
     leaving no file, where the room is not there.
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError as e:
-        if is_disk_full(e):
-            return False
-        raise
-    try:
-        try:
-            os.posix_fallocate(fd, 0, n_bytes)
-        except OSError as e:
-            if is_disk_full(e):
-                raise
-            # a file system without fallocate: write the zeros (they take blocks all the same)
-            os.lseek(fd, 0, os.SEEK_SET)
-            block = bytes(1 << 20)
-            for start in range(0, n_bytes, len(block)):
-                os.write(fd, block[: min(len(block), n_bytes - start)])
+        with open(path, "wb") as f:
+            allocate = getattr(os, "posix_fallocate", None)
+            try:
+                if allocate is None:
+                    raise OSError(errno.EOPNOTSUPP, "no posix_fallocate")
+                allocate(f.fileno(), 0, n_bytes)
+            except OSError as e:
+                if is_disk_full(e):
+                    raise
+                f.write(bytes(n_bytes))  # a file system without fallocate: zeros take the blocks all the same
         return True
     except OSError as e:
-        os.close(fd)
-        fd = -1
         path.unlink(missing_ok=True)
         if is_disk_full(e):
             return False
         raise
-    finally:
-        if fd >= 0:
-            os.close(fd)
 
 
 def block_bytes(n_bytes: int) -> int:
