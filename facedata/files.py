@@ -1,8 +1,9 @@
 """Files written whole or not at all, folders swapped in one step, room kept on a disk, and a full disk as one line.
 
 Every writer of the package goes through here, so that a writer killed at any point (SIGKILL included) or stopped
-by a full disk leaves each file with its old content or its new one, never a part, and no temporary file in view
-of a reader (temporary names start with a dot and end with ``.tmp``; they are removed on any failure).
+by a full disk leaves each file with its old content or its new one, never a part. The temporary a write goes
+through is hidden (``.<name>.<pid>-<hex>.tmp``, beside the file) and removed on any failure; only a kill can leave
+one, which no reader opens, and the next write of the same file removes it once its process is gone.
 
 A path is a local ``pathlib.Path`` or a ``universal_pathlib`` path on object storage, whose single PUT is atomic by
 itself; object storage has no rename, no free space and no file system to reserve room on.
@@ -92,13 +93,42 @@ def write_bytes_atomic(path: Any, data: bytes) -> None:
     if not isinstance(path, Path):
         path.write_bytes(data)
         return
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    remove_stale_temporaries(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         _write_whole(tmp, data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(path: Path) -> int:
+    """Delete the temporaries of ``path`` left by killed writers (their pid is gone from this machine). Returns how
+    many were removed."""
+    removed = 0
+    prefix = f".{path.name}."
+    try:
+        siblings = [e.name for e in os.scandir(path.parent) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except FileNotFoundError:
+        return 0
+    for name in siblings:
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            (path.parent / name).unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine has the id ``pid`` (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_whole(path: Path, data: bytes) -> None:

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from facedata.errors import StoreError
-from facedata.files import exchange_dirs
+from facedata.files import exchange_dirs, process_alive
 from facedata.files import write_bytes_atomic as _write_file_atomic
-from facedata.store.layout import ARRAYS_DIR, LOCK_FILE, STAGING_DIR, is_remote
+from facedata.store.layout import ARRAYS_DIR, LOCK_FILE, MANIFESTS_DIR, STAGING_DIR, is_remote
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -263,29 +263,31 @@ def _object_lock(store_root: Path) -> Iterator[None]:
 
 def _dead_writer(held: Mapping[str, Any], host: str) -> bool:
     """Whether a lock object was left by a process of this host that is gone (a kill, a crash)."""
-    if held.get("host") != host or not isinstance(held.get("pid"), int):
-        return False
-    try:
-        os.kill(held["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    return held.get("host") == host and isinstance(held.get("pid"), int) and not process_alive(held["pid"])
+
+
+# Where a writer holding the lock writes single files outside .staging: the store's description and manifests
+# (``write_bytes_atomic``'s ``.tmp``) and the group metadata that zarr writes in place (its ``.partial``).
+_IN_PLACE_TEMPORARIES = (".*.tmp", f"{MANIFESTS_DIR}/.*.tmp", f"{ARRAYS_DIR}/*.partial", f"{ARRAYS_DIR}/*/*.partial",
+                         f"{ARRAYS_DIR}/identities/*/*.partial", f"{ARRAYS_DIR}/identities/*/sequences/*.partial")
 
 
 def clear_staging(store_root: Path) -> int:
-    """Remove what a killed or stopped writer left in ``.staging`` (call it under the store lock: no other writer
-    is then at work). Returns the number of entries removed."""
+    """Remove what a killed or stopped writer left: everything in ``.staging`` and the temporaries of the files it
+    was replacing in place. Call it under the store lock (no other writer is then at work). Returns the number of
+    entries removed."""
     if is_remote(store_root):
         return 0  # no staging on object storage (see StagedGroup)
+    leftovers = [p for pattern in _IN_PLACE_TEMPORARIES for p in store_root.glob(pattern)]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
     staging = store_root / STAGING_DIR
     if not staging.is_dir():
-        return 0
+        return len(leftovers)
     entries = list(staging.iterdir())
     for entry in entries:
         shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-    return len(entries)
+    return len(leftovers) + len(entries)
 
 
 RESERVE_FILE = "reserve"  # in .staging: room kept for the manifests while a run fills the disk

@@ -145,7 +145,8 @@ def masked(path: Path, data: bytes, keys: tuple[str, ...]) -> bytes:
 
 def contents(root: Path, *, keys: tuple[str, ...] = RUN_KEYS, under: tuple[str, ...] = ("",)) -> dict[str, bytes]:
     """Every file below ``root`` (or below its sub-folders ``under``) by relative path, ``masked`` with ``keys``;
-    the lock file and ``.staging`` are left out (no reader opens them)."""
+    the lock file, ``.staging`` and the temporaries of atomic writes are left out (no reader opens them; see
+    ``temporaries``)."""
     out = {}
     for part in under:
         base = root / part
@@ -153,15 +154,24 @@ def contents(root: Path, *, keys: tuple[str, ...] = RUN_KEYS, under: tuple[str, 
             continue
         for p in sorted(base.rglob("*")):
             rel = p.relative_to(root)
-            if p.is_file() and ".staging" not in rel.parts and p.name != ".lock":
+            if p.is_file() and ".staging" not in rel.parts and p.name != ".lock" and not _temporary(p):
                 out[str(rel)] = masked(p, p.read_bytes(), keys)
     return out
+
+
+def _temporary(path: Path) -> bool:
+    return path.name.endswith((".tmp", ".partial"))
 
 
 def temporaries(root: Path) -> list[str]:
     """Temporary files of an atomic write (``facedata.files``, zarr's ``.partial``) anywhere outside ``.staging``."""
     return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")
-                  if (p.name.endswith((".tmp", ".partial"))) and ".staging" not in p.relative_to(root).parts)
+                  if _temporary(p) and ".staging" not in p.relative_to(root).parts)
+
+
+def temporaries_of_others(root: Path, pid: int) -> list[str]:
+    """``temporaries`` not written by the process ``pid`` (``facedata.files`` puts the writer's pid in the name)."""
+    return [t for t in temporaries(root) if not Path(t).name.split(".tmp")[0].rsplit(".", 1)[-1].startswith(f"{pid}-")]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -187,6 +197,7 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    pid: int
 
 
 def run_command(args: list[str], *, kill_after_s: float | None = None, env: dict[str, str] | None = None) -> Run:
@@ -221,7 +232,8 @@ def run_command(args: list[str], *, kill_after_s: float | None = None, env: dict
         out.seek(0)
         err.seek(0)
         return Run(work_s=seconds, killed=killed, returncode=child.returncode,
-                   stdout=out.read().decode(errors="replace"), stderr=err.read().decode(errors="replace"))
+                   stdout=out.read().decode(errors="replace"), stderr=err.read().decode(errors="replace"),
+                   pid=child.pid)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -322,7 +334,8 @@ class KillTrials:
         for path, data in now.items():
             if path not in grouped:
                 assert data in (old.get(path), new.get(path)), f"{where}: {path} is neither old nor new"
-        assert temporaries(self.root) == [], f"{where}: {temporaries(self.root)}"
+        # A kill can leave the hidden temporary of the file it was writing; the re-run removes it.
+        assert temporaries_of_others(self.root, run.pid) == [], f"{where}: {temporaries(self.root)}"
         landed = ("finished before the kill" if not run.killed else "before any output" if now == old else
                   "after every output" if now == new else "between outputs")
 
@@ -359,10 +372,11 @@ def ingest_kill_trial(raw: Path, reference: Path, work: Path, work_s: float, rng
     if manifest.exists():
         listed = set(pl.read_parquet(manifest)["path"].to_list())
         assert listed <= {g.removeprefix("arrays.zarr/") for g in groups}, f"{where}: manifest lists a missing group"
-    assert not work.exists() or temporaries(work) == [], f"{where}: {temporaries(work)}"
+    assert not work.exists() or temporaries_of_others(work, run.pid) == [], f"{where}: {temporaries(work)}"
     stored = len(groups)
     landed = ("finished before the kill" if not run.killed else "before any sequence" if stored == 0 else
               "after every sequence" if now == expected else f"midway ({stored} sequences stored)")
     ingest(raw, work, IngestOptions(workers=1))
     assert contents(work) == expected, f"{where}: the re-run differs from an uninterrupted run"
+    assert temporaries(work) == [] and not any((work / ".staging").iterdir())
     return delay, landed

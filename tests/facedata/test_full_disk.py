@@ -28,22 +28,7 @@ from facedata.masks import build_masks, render_previews
 from facedata.split import SplitOptions, split_store
 from facedata.stats import StatsOptions, compute_stats, run_stats, write_vertex_statistics
 from facedata.store import Store, write_parquet_atomic
-from facedata.synth import write_raw_tree
 from facedata.verify import verify_store
-
-
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("full_disk") / "raw"
-    write_raw_tree(out, identities=2, sentences=2, seconds=1.0, seed=11, obj_every=1000)
-    return out
-
-
-@pytest.fixture(scope="module")
-def reference(raw, tmp_path_factory) -> Path:
-    store = tmp_path_factory.mktemp("reference") / "store"
-    ingest(raw, store, IngestOptions(workers=1))
-    return store
 
 
 def _errors(store: Path) -> list[str]:

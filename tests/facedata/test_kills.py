@@ -90,3 +90,39 @@ def test_an_object_storage_lock_is_stale_when_its_writer_is_gone(holder, taken):
     else:
         with pytest.raises(StoreError, match=f"pid {pid}"), store_lock(root):
             pass
+
+
+def test_a_kill_inside_an_atomic_write_keeps_the_old_file_and_the_next_write_removes_the_temporary(tmp_path):
+    from facedata.files import write_bytes_atomic
+
+    path = tmp_path / "manifest.parquet"
+    path.write_bytes(b"old")
+    # The child stops halfway through writing the temporary, as a kill would find it.
+    code = ("import os, sys, time, pathlib\nimport facedata.files as files\n"
+            "def half(target, data):\n    with open(target, 'wb') as f:\n        f.write(data[: len(data) // 2])\n"
+            "        f.flush()\n    print('halfway', flush=True)\n    time.sleep(120)\n"
+            "files._write_whole = half\nfiles.write_bytes_atomic(pathlib.Path(sys.argv[1]), b'new' * 1000)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline() == b"halfway\n"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert path.read_bytes() == b"old" and len(left) == 2 and left[0].startswith(f".manifest.parquet.{child.pid}-")
+    write_bytes_atomic(path, b"newer")  # the killed writer's temporary goes with the next write of the file
+    assert path.read_bytes() == b"newer" and sorted(p.name for p in tmp_path.iterdir()) == ["manifest.parquet"]
+
+
+def test_the_next_writer_removes_the_temporaries_a_killed_one_left_in_the_store(tmp_path):
+    from facedata.store import clear_staging
+
+    store = tmp_path / "store"
+    for name in ("manifests/.sequences.parquet.1-aa.tmp", ".facedata.json.1-bb.tmp",
+                 "arrays.zarr/identities/m--x/zarr.1234.partial", ".staging/0123/zarr.json"):
+        (store / name).parent.mkdir(parents=True, exist_ok=True)
+        (store / name).write_bytes(b"part")
+    (store / "manifests/sequences.parquet").write_bytes(b"whole")
+    with store_lock(store):
+        pass
+    assert sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file()) == \
+           [".lock", "manifests/sequences.parquet"]
+    assert clear_staging(store) == 0
