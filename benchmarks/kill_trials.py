@@ -65,7 +65,7 @@ def main() -> int:
                     else:
                         delay, where = trials.trial(name, rng)
                     landed[where] += 1
-                    print(f"  {name} trial {k + 1}: killed after {delay:.2f} s of {work_s:.2f} s: {where}; checks held")
+                    print(f"  {name} trial {k + 1}: kill at {delay:.2f} s of {work_s:.2f} s: {where}; checks held")
                 except AssertionError as e:
                     failures += 1
                     landed["FAILED"] += 1
