@@ -251,6 +251,23 @@ def test_on_a_real_tmpfs_that_fills_midway(raw, reference, tmp_path):
         assert contents(store) == contents(reference)
 
 
+def test_a_pool_of_workers_on_a_real_tmpfs_that_fills_midway(raw, reference, tmp_path, monkeypatch):
+    import facedata.ingest.plan as plan
+
+    monkeypatch.setattr(plan, "WORKER_START_S", 0.0)  # workers for free: the sequences run in a pool of two
+    size = (store_bytes(reference) // 2) // (1 << 20) * (1 << 20)
+    with small_tmpfs(tmp_path / "disk", size) as disk:
+        store = disk / "store"
+        with pytest.raises(DiskFullError) as stopped:  # raised in a worker, carried to this process
+            ingest(raw, store, IngestOptions(workers=2, ignore_free_space=True))
+        _one_line(stopped.value, store, "disk full while writing m--", "stored sequences are intact")
+        stored = _assert_stopped_store_is_sound(store, reference)
+        assert 0 < len(stored) < len(_stored_groups(reference))
+        resize_tmpfs(disk, 4 * size)
+        assert ingest(raw, store, IngestOptions(workers=2)).workers == 2
+        assert contents(store) == contents(reference)
+
+
 def test_curation_writers_on_a_real_full_tmpfs(curated, tmp_path):
     size = (store_bytes(curated) // (1 << 20) + 2) * (1 << 20)
     with small_tmpfs(tmp_path / "disk", size) as disk:
