@@ -6,6 +6,7 @@ or pass ``--debug`` to see the traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -77,6 +78,9 @@ def ingest(
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address (tcp://host:8786): run the sequences on that cluster.")
     ] = None,
+    ignore_free_space: Annotated[
+        bool, typer.Option("--ignore-free-space", help="Start even if the planned bytes exceed the free space.")
+    ] = False,
 ) -> None:
     """Ingest a raw Multiface tree into a sharded Zarr v3 store with Parquet manifests (resumable)."""
     from facedata.ingest import IngestOptions
@@ -85,7 +89,7 @@ def ingest(
 
     options = IngestOptions(vertices=vertices, keep=keep, topology=topology, workers=workers,
                             shard_frames=shard_frames, max_audio_mismatch_ms=max_audio_mismatch_ms,
-                            dry_run=dry_run, scheduler=scheduler)
+                            dry_run=dry_run, scheduler=scheduler, ignore_free_space=ignore_free_space)
     with progress_bar("ingest", unit="frames") as update:
         report = run_ingest(raw, store, options, progress=update)
     print_ingest_report(report)
@@ -115,10 +119,11 @@ def verify(
 
     with progress_bar("verify", unit="sequences") as update:
         problems = verify_store(store, sources=sources, progress=update)
+    errors = [p for p in problems if p.severity == "error"]
     for problem in problems:
-        typer.echo(str(problem))
-    if problems:
-        typer.secho(f"{len(problems)} problem(s) in {store}", err=True, fg=typer.colors.RED)
+        typer.echo(str(problem) if problem.severity == "error" else f"note: {problem}")
+    if errors:
+        typer.secho(f"{len(errors)} problem(s) in {store}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1)
     typer.echo(f"{store}: OK")
 
@@ -211,4 +216,11 @@ def main() -> None:
         if _DEBUG["on"]:
             raise
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
+    except OSError as e:
+        # Every writer reports a full disk itself (DiskFullError); this is the net under one that does not.
+        if _DEBUG["on"] or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        typer.secho(f"error: {e.filename or 'a file'}: disk full ({e.strerror}); files are replaced whole, so what "
+                    "was stored before is intact", err=True, fg=typer.colors.RED)
         sys.exit(1)

@@ -40,3 +40,8 @@ class StoreError(FacedataError, RuntimeError):
 
 class NothingValidError(FacedataError, RuntimeError):
     """An input that contains nothing usable (for example a raw tree with no valid sequence)."""
+
+
+class DiskFullError(StoreError):
+    """A write that ran out of disk space (or quota). The message names where, the room needed and the room left;
+    what was stored before the write is intact (every writer replaces files and groups whole)."""

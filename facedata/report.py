@@ -21,6 +21,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from facedata.files import format_bytes
+
 console = Console(stderr=True)
 
 
@@ -80,6 +82,11 @@ def print_ingest_report(report: Any) -> None:
             detail = f" (expected {example.expected}, got {example.actual})" if example.expected else ""
             rej.add_row(stage, reason, str(count), f"{example.path}{detail}")
         out.print(rej)
+    if report.dry_run and report.bytes_planned is not None:
+        free = "" if report.bytes_free is None else \
+            f"; {report.bytes_free:,} bytes ({format_bytes(report.bytes_free)}) free there"
+        out.print(f"would write about {report.bytes_planned:,} bytes ({format_bytes(report.bytes_planned)}) into "
+                  f"{report.store}{free}")
     if not report.dry_run:
         where = ("on the Dask cluster" if report.workers is None else
                  "in this process" if report.workers <= 1 else f"with {report.workers} worker processes")

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from facedata.errors import StoreError
+from facedata.files import reporting_disk_full
 from facedata.store import MANIFESTS_DIR, Store, store_lock, write_json_atomic, write_parquet_atomic
 
 # Multiface's identities in release order (v1 then v2), the numbering FaceDiffuser's protocol refers to.
@@ -111,6 +112,7 @@ def split_store(store_path: str | Path, options: SplitOptions = SplitOptions()) 
 
     Raises:
         StoreError: the store has no sentence, or the options do not fit it.
+        DiskFullError: the disk filled while writing (each of the two files is whole, its old or its new version).
     """
     import polars as pl
 
@@ -119,7 +121,7 @@ def split_store(store_path: str | Path, options: SplitOptions = SplitOptions()) 
     if sentences.height == 0:
         raise StoreError(f"{store.root}: no sentences to split (expected SEN_* sequences in the manifest)")
     splits = make_splits(sentences, options)
-    with store_lock(store.root):
+    with store_lock(store.root), reporting_disk_full(store.root, "the splits", kept="the previous splits are intact"):
         write_parquet_atomic(splits, store.root / MANIFESTS_DIR / "splits.parquet")
         write_json_atomic(store.root / MANIFESTS_DIR / "splits.json", {
             "seed": options.seed, "holdout_identities": options.holdout_identities,

@@ -23,10 +23,14 @@ BLOCK_FRAMES = 64
 
 @dataclass(frozen=True)
 class Problem:
+    """One finding. ``severity`` "error" makes the store unsound; "note" is worth saying but harms no reader (what
+    a killed writer left in ``.staging``, which no reader opens and the next writer removes)."""
+
     where: str
     what: str
     expected: str = ""
     actual: str = ""
+    severity: str = "error"
 
     def __str__(self) -> str:
         detail = f" (expected {self.expected}, got {self.actual})" if self.expected or self.actual else ""
@@ -35,7 +39,7 @@ class Problem:
 
 def verify_store(store_path: str | Path, *, sources: bool = False,
                  progress: Callable[[str, int, int], None] | None = None) -> list[Problem]:
-    """Return every problem found in a store (an empty list for a sound store).
+    """Return every problem found in a store: none with severity "error" for a sound store (notes may remain).
 
     Args:
         sources: also re-fingerprint each sequence's source files (when they are still on disk) and report
@@ -79,8 +83,9 @@ def verify_store(store_path: str | Path, *, sources: bool = False,
     staging = store.root / STAGING_DIR
     if staging.is_dir() and any(staging.iterdir()):
         problems.append(Problem(str(staging), "leftovers of an interrupted writer",
-                                expected="empty", actual=f"{len(list(staging.iterdir()))} entries (harmless; the next "
-                                                          "ingest removes them)"))
+                                expected="empty", actual=f"{len(list(staging.iterdir()))} entries (harmless: no reader "
+                                                          "opens them; the next writing command removes them)",
+                                severity="note"))
     return problems
 
 

@@ -16,11 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from facedata.audio import MESH_FPS, SAMPLE_RATE_HZ
-from facedata.discover import IdentitySource, Reject, SequenceSource
+from facedata.audio import HOP_LENGTH, MEL_PAD_SAMPLES, MESH_FPS, N_MELS, SAMPLE_RATE_HZ
+from facedata.discover import IdentitySource, RawTree, Reject, SequenceSource
 from facedata.errors import InputError
+from facedata.files import BLOCK_BYTES, block_bytes
 from facedata.meshio import MULTIFACE_VERTICES
-from facedata.store import ARRAYS_DIR, DEFAULT_SHARD_FRAMES, FORMAT_VERSION, sequence_group_path
+from facedata.store import (
+    ARRAYS_DIR,
+    DEFAULT_SHARD_FRAMES,
+    FORMAT_VERSION,
+    INFO_FILE,
+    identity_group_path,
+    sequence_group_path,
+)
 from facedata.topology import fingerprint_array, read_keep
 
 
@@ -36,6 +44,7 @@ class IngestOptions:
     max_audio_mismatch_ms: float = 200.0
     dry_run: bool = False
     scheduler: str | None = None  # a Dask scheduler address: run the sequences on that cluster (workers unused)
+    ignore_free_space: bool = False  # start even when the plan's bytes exceed the disk's free space
 
 
 DEFAULT_OPTIONS = IngestOptions()
@@ -171,6 +180,82 @@ def without_template(seq: SequenceSource, identity: IdentitySource) -> SequenceR
             )
         ],
     )
+
+
+# One zarr.json per array and group: a few hundred bytes of JSON, one block on disk.
+METADATA_BYTES = BLOCK_BYTES
+# Room kept for the manifests and facedata.json while the sequences fill the disk: a fixed part (the Parquet
+# files' schemas and footers, the description) and a part per row (a stored sequence or a reject), both generous
+# (12 sequences measured 12.7 kB in sequences.parquet).
+MANIFEST_ROOM_BYTES = 256 * 1024
+MANIFEST_ROW_BYTES = 2048
+
+
+def sequence_bytes(source: SequenceSource, n_vertices: int, shard_frames: int) -> int:
+    """Bytes one sequence takes in the store, whole blocks, estimated from what discovery saw (no file is read):
+    vertex shards (T x V x 12 bytes and each shard's index), frame numbers, flags and, with a WAV, the 16 kHz audio
+    of the frames' length (its own length may differ by up to ``max_audio_mismatch_ms``) and its log-mel."""
+    t = source.n_frames
+    if t == 0:
+        return 0
+    per_shard = max(1, min(shard_frames, t))
+    full, rest = divmod(t, per_shard)
+
+    def shard(frames: int) -> int:  # the frames back to back, then (offset, length) as 2 uint64 per frame, a CRC32C
+        return block_bytes(frames * (n_vertices * 12 + 16) + 4)
+
+    total = full * shard(per_shard) + (shard(rest) if rest else 0)
+    total += block_bytes(4 * t) + block_bytes(t) + 4 * METADATA_BYTES  # frame_number, observed, 3 arrays + group
+    if source.audio is not None:
+        samples = -(-SAMPLE_RATE_HZ * t // MESH_FPS)
+        mel_frames = 1 + (samples + 2 * MEL_PAD_SAMPLES) // HOP_LENGTH
+        total += block_bytes(4 * samples) + block_bytes(4 * N_MELS * mel_frames) + 2 * METADATA_BYTES
+    return total
+
+
+def identity_bytes(n_vertices: int) -> int:
+    """An identity's template (V x 3 float32) and its groups."""
+    return block_bytes(12 * n_vertices) + 3 * METADATA_BYTES
+
+
+def topology_bytes(n_vertices: int) -> int:
+    """The shared faces (about 2V triangles of 3 int32, as a closed mesh has) and source indices."""
+    return block_bytes(24 * n_vertices) + block_bytes(4 * n_vertices) + 3 * METADATA_BYTES
+
+
+def manifest_bytes(store: Path, n_rows: int) -> int:
+    """Room for rewriting both manifests and facedata.json (their old versions stay until each is replaced)."""
+    info = store / INFO_FILE
+    old = info.stat().st_size if isinstance(store, Path) and info.exists() else 0
+    return MANIFEST_ROOM_BYTES + MANIFEST_ROW_BYTES * n_rows + block_bytes(2 * old + 4096)
+
+
+@dataclass(frozen=True)
+class PlannedBytes:
+    """What a run will add to a store, estimated before it starts: ``total`` bytes (whole blocks) for ``sequences``
+    sequences to write, ``identities`` new templates and the manifests."""
+
+    total: int
+    sequences: int
+    identities: int
+
+
+def planned_bytes(store: Path, tree: RawTree, vertex_set: VertexSet, options: IngestOptions,
+                  settings_fp: str) -> PlannedBytes:
+    """The bytes an ingest of ``tree`` into ``store`` will write: the sequences it will not skip, the templates and
+    topology the store lacks, and the manifests (``MANIFEST_ROOM_BYTES`` and ``MANIFEST_ROW_BYTES`` per row).
+    Nothing is read but the store's records and the raw files' sizes and times."""
+    n_vertices = vertex_set.n_vertices
+    to_do = [s for s in tree.sequences if planned_status(store, s, settings_fp) == "ingested"]
+    total = sum(sequence_bytes(s, n_vertices, options.shard_frames) for s in to_do)
+    arrays = store / ARRAYS_DIR
+    new_identities = [i for i in tree.identities if i.template_sequence is not None
+                      and not (arrays / identity_group_path(i.name) / "template" / "zarr.json").exists()]
+    total += len(new_identities) * identity_bytes(n_vertices)
+    if new_identities and not (arrays / "topology" / "faces" / "zarr.json").exists():
+        total += topology_bytes(n_vertices)
+    total += manifest_bytes(store, len(tree.sequences) + len(tree.rejects))
+    return PlannedBytes(total=total, sequences=len(to_do), identities=len(new_identities))
 
 
 # What the per-sequence work and a pool's start-up cost, measured with benchmarks/bench_ingest.py on the 2-core

@@ -10,16 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facedata.discover import Reject, discover
-from facedata.errors import NothingValidError
+from facedata.discover import RawTree, Reject, discover
+from facedata.errors import DiskFullError, NothingValidError, StoreError
+from facedata.files import disk_full_error, format_bytes, free_bytes, is_disk_full, reporting_disk_full
 from facedata.ingest.plan import (
     DEFAULT_OPTIONS,
     IngestOptions,
+    PlannedBytes,
     SequenceResult,
     SequenceTask,
+    VertexSet,
+    manifest_bytes,
     obj_frames,
     obj_scanner,
     plan_sequence,
+    planned_bytes,
     planned_status,
     pool_size,
     resolve_vertex_set,
@@ -29,7 +34,7 @@ from facedata.ingest.plan import (
 )
 from facedata.ingest.workers import run_tasks
 from facedata.ingest.write import append_provenance, prepare_store, sorted_rejects, write_identity, write_manifests
-from facedata.store import MANIFESTS_DIR, clear_staging, store_lock, store_path
+from facedata.store import MANIFESTS_DIR, clear_staging, reserve_room, store_lock, store_path
 
 
 @dataclass
@@ -42,6 +47,8 @@ class IngestReport:
     seconds: float
     dry_run: bool = False
     workers: int | None = 1  # processes that did the sequences (1: the command's own); None: on a Dask cluster
+    bytes_planned: int | None = None  # what the plan expected the run to add to the store (``planned_bytes``)
+    bytes_free: int | None = None  # free on the store's disk (after the run; None on object storage)
 
     @property
     def frames_ingested(self) -> int:
@@ -87,12 +94,18 @@ def ingest(
 ) -> IngestReport:
     """Ingest a raw tree into a store; see the package docstring (``facedata.ingest``).
 
+    Before anything is written, the bytes the run will add (``planned_bytes``) are compared with the disk's free
+    space; a run that cannot fit is refused unless ``options.ignore_free_space``. Room for the manifests is kept
+    aside while the sequences are written, so that a disk that fills anyway still ends with manifests of every
+    stored sequence (the run then stops with a ``DiskFullError``; a re-run after space is freed completes it).
+
     Args:
         progress: called as ``progress(event, frames_done, frames_total)`` after each sequence.
 
     Raises:
         InputError: the raw tree, keep list or topology file is unusable.
-        StoreError: the store belongs to another vertex set or format, is locked, or the disk is full.
+        StoreError: the store belongs to another vertex set or format, is locked, or too small for the run.
+        DiskFullError: the disk filled during the run (the manifests list what was stored).
         NothingValidError: nothing in the raw tree could be ingested.
     """
     started = time.perf_counter()
@@ -106,39 +119,41 @@ def ingest(
         results = [
             SequenceResult(s.identity, s.name, planned_status(store, s, settings_fp), None) for s in tree.sequences
         ]
-        return IngestReport(store, results, tree.rejects, time.perf_counter() - started, dry_run=True)
+        planned = planned_bytes(store, tree, vertex_set, options, settings_fp)
+        return IngestReport(store, results, tree.rejects, time.perf_counter() - started, dry_run=True,
+                            bytes_planned=planned.total, bytes_free=free_bytes(store))
 
+    # Refused before the lock, so that a run that cannot fit creates nothing (what is planned only reads).
+    planned = planned_bytes(store, tree, vertex_set, options, settings_fp)
+    _check_free_space(store, planned, options)
     with store_lock(store):
-        prepare_store(store, settings)
-        clear_staging(store)
+        with reporting_disk_full(store, "the store's description"):  # store_lock cleared .staging
+            prepare_store(store, settings)
+            reserve_room(store, manifest_bytes(store, len(tree.sequences) + len(tree.rejects)))
         rejects = list(tree.rejects)
-        tasks: list[SequenceTask] = []
         results: list[SequenceResult] = []
-        for identity in tree.identities:
-            identity_rejects, ok = write_identity(store, identity, vertex_set, options)
-            rejects += identity_rejects
-            for seq in identity.sequences:
-                if ok:
-                    planned = plan_sequence(store, seq, vertex_set, options, settings_fp)
-                else:
-                    planned = without_template(seq, identity)
-                (tasks if isinstance(planned, SequenceTask) else results).append(planned)
-
-        total = sum(t.source.n_frames for t in tasks)
-        done = 0
-        workers = None if options.scheduler is not None else pool_size(tasks, options.workers)
-        scanner = obj_scanner(sum(obj_frames(t.source) for t in tasks))  # when the sequences are done here
-        for result in run_tasks(tasks, workers or 1, options.scheduler, obj_scanner=scanner):
-            results.append(result)
-            done += result.frames if result.status == "ingested" else 0
-            if progress:
-                progress(f"{result.identity}/{result.sequence}: {result.status}", done, total)
+        workers: int | None = 1
+        stopped: DiskFullError | None = None
+        try:
+            workers = _ingest_sequences(store, tree, vertex_set, options, settings_fp, rejects, results, progress)
+        except DiskFullError as e:
+            stopped = e  # the manifests below still list every sequence stored before the disk filled
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            stopped = disk_full_error(store, "the store", kept="stored sequences are intact")
+            stopped.__cause__ = e
 
         for r in results:
             rejects += r.rejects
-        clear_staging(store)  # what tasks cut off by a dying worker left behind (their retries committed)
-        write_manifests(store, rejects)
-        append_provenance(store, raw, options, results, time.perf_counter() - started)
+        # What tasks cut off by a dying worker or a full disk left behind, and the room kept for what follows.
+        clear_staging(store)
+        with reporting_disk_full(store, "the manifests", kept="the previous manifests and stored sequences are intact"):
+            write_manifests(store, rejects)
+            append_provenance(store, raw, options, results, time.perf_counter() - started,
+                              stopped=str(stopped) if stopped else None)
+        if stopped is not None:
+            raise stopped
 
     report = IngestReport(
         store,
@@ -146,6 +161,8 @@ def ingest(
         sorted_rejects(rejects),
         time.perf_counter() - started,
         workers=workers,
+        bytes_planned=planned.total,
+        bytes_free=free_bytes(store),
     )
     if not any(r.status in ("ingested", "skipped") for r in results):
         raise NothingValidError(
@@ -153,3 +170,48 @@ def ingest(
             f"{store / MANIFESTS_DIR / 'rejects.parquet'})"
         )
     return report
+
+
+def _ingest_sequences(store: Path, tree: RawTree, vertex_set: VertexSet, options: IngestOptions, settings_fp: str,
+                      rejects: list[Reject], results: list[SequenceResult],
+                      progress: Callable[[str, int, int], None] | None) -> int | None:
+    """Templates, the plan per sequence and the sequences, appending to ``rejects`` and ``results`` as they come (so
+    that a run stopped by a full disk keeps what it did). Returns the worker processes used (None: on Dask)."""
+    tasks: list[SequenceTask] = []
+    for identity in tree.identities:
+        identity_rejects, ok = write_identity(store, identity, vertex_set, options)
+        rejects += identity_rejects
+        for seq in identity.sequences:
+            if ok:
+                planned = plan_sequence(store, seq, vertex_set, options, settings_fp)
+            else:
+                planned = without_template(seq, identity)
+            (tasks if isinstance(planned, SequenceTask) else results).append(planned)
+
+    total = sum(t.source.n_frames for t in tasks)
+    done = 0
+    workers = None if options.scheduler is not None else pool_size(tasks, options.workers)
+    scanner = obj_scanner(sum(obj_frames(t.source) for t in tasks))  # when the sequences are done here
+    for result in run_tasks(tasks, workers or 1, options.scheduler, obj_scanner=scanner):
+        results.append(result)
+        done += result.frames if result.status == "ingested" else 0
+        if progress:
+            progress(f"{result.identity}/{result.sequence}: {result.status}", done, total)
+    return workers
+
+
+def _check_free_space(store: Path, planned: PlannedBytes, options: IngestOptions) -> None:
+    """Refuse a run whose planned bytes exceed the free space (object storage has no such figure).
+
+    Raises:
+        StoreError: not enough room, and ``options.ignore_free_space`` is not set.
+    """
+    free = free_bytes(store)
+    if free is None or options.ignore_free_space or planned.total <= free:
+        return
+    raise StoreError(
+        f"{store}: not enough free space for this ingest (expected {planned.total:,} bytes, about "
+        f"{format_bytes(planned.total)} for {planned.sequences} sequences, {planned.identities} templates and the "
+        f"manifests; got {free:,} bytes free, {format_bytes(free)}); free some space, use another disk or pass "
+        "--ignore-free-space"
+    )

@@ -7,9 +7,7 @@ place only when complete; bad input becomes rejects, never an exception.
 
 from __future__ import annotations
 
-import errno
 import itertools
-import shutil
 import time
 import traceback
 from collections import deque
@@ -29,10 +27,11 @@ from facedata.audio import (
     utterance_log_mel,
 )
 from facedata.discover import FrameFiles, Reject, SequenceSource
-from facedata.errors import InputError, StoreError
-from facedata.ingest.plan import SequenceResult, SequenceTask
+from facedata.errors import InputError
+from facedata.files import disk_full_error, is_disk_full, reporting_disk_full
+from facedata.ingest.plan import SequenceResult, SequenceTask, sequence_bytes
 from facedata.meshio import check_finite, read_bin, read_obj, read_transform
-from facedata.store import create_array, is_remote, sequence_group_path, stage_group
+from facedata.store import create_array, sequence_group_path, stage_group
 
 # Head-local coordinates put the origin near the head centre; world coordinates put the head about a metre from
 # the capture rig's origin. A frame whose centroid is this far out is taken to be in world coordinates.
@@ -47,12 +46,15 @@ def ingest_sequence(task: SequenceTask, *, obj_scanner: str = "compiled", read_t
         read_threads: threads reading frames ahead of the writer (the scanners release the GIL).
 
     Raises:
-        StoreError: the disk is full (the run must stop; nothing stored before is touched).
+        DiskFullError: the disk is full (the run must stop; nothing stored before is touched).
     """
     started = time.perf_counter()
     seq = task.source
     rejects: list[Reject] = []
-    staged = stage_group(task.store_root, sequence_group_path(seq.identity, seq.name))
+    room = sequence_bytes(seq, task.vertex_set.n_vertices, task.shard_frames)
+    with reporting_disk_full(task.store_root, f"{seq.identity}/{seq.name}", expected_bytes=room,
+                             kept="stored sequences are intact"):
+        staged = stage_group(task.store_root, sequence_group_path(seq.identity, seq.name))
     try:
         record = _write_sequence(task, staged.group, rejects, obj_scanner, read_threads)
         if record is None:
@@ -73,13 +75,9 @@ def ingest_sequence(task: SequenceTask, *, obj_scanner: str = "compiled", read_t
         )
     except OSError as e:
         staged.discard()
-        if e.errno in (errno.ENOSPC, errno.EDQUOT) and not is_remote(task.store_root):
-            free = shutil.disk_usage(task.store_root).free
-            raise StoreError(
-                f"{task.store_root}: disk full while writing {seq.identity}/{seq.name} "
-                f"(expected room for about {_sequence_bytes(task) / 1e6:.0f} MB, "
-                f"got {free / 1e6:.0f} MB free); stored sequences are intact"
-            ) from e
+        if is_disk_full(e):
+            raise disk_full_error(task.store_root, f"{seq.identity}/{seq.name}", expected_bytes=room,
+                                  kept="stored sequences are intact") from e
         return _failed(seq, rejects, e, started)
     except Exception as e:  # a bug or an unforeseen input: report it with the sequence, keep the run going
         staged.discard()
@@ -100,10 +98,6 @@ def _failed(seq: SequenceSource, rejects: list[Reject], error: BaseException, st
         )
     )
     return SequenceResult(seq.identity, seq.name, "rejected", None, rejects, seconds=time.perf_counter() - started)
-
-
-def _sequence_bytes(task: SequenceTask) -> int:
-    return task.source.n_frames * task.vertex_set.n_vertices * 12
 
 
 def read_frame(

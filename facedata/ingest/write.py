@@ -214,8 +214,10 @@ def write_manifests(store: Path, rejects: list[Reject]) -> None:
 
 
 def append_provenance(
-    store: Path, raw: Path, options: IngestOptions, results: list[SequenceResult], seconds: float
+    store: Path, raw: Path, options: IngestOptions, results: list[SequenceResult], seconds: float, *,
+    stopped: str | None = None,
 ) -> None:
+    """Append the run to ``facedata.json``'s ``runs``; ``stopped``: why it ended early (a full disk)."""
     info = read_info(store)
     counts = {s: sum(r.status == s for r in results) for s in ("ingested", "skipped", "rejected")}
     info["runs"].append(
@@ -228,6 +230,7 @@ def append_provenance(
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
             "sequences": counts,
             "seconds": round(seconds, 2),
+            **({"stopped": stopped} if stopped else {}),
         }
     )
     write_json_atomic(store / INFO_FILE, info)

@@ -77,6 +77,7 @@ def build_masks(*, store: str | Path | None = None, template: str | Path | None 
         InputError: missing or conflicting options, a template with the wrong vertex count or not in the head-local
             frame, bad mask or spec files, landmarks that cannot be found.
         StoreError: the store is unreadable, has no faces to build on, or another writer holds it.
+        DiskFullError: the disk filled while writing the masks or the previews (what was there before is intact).
     """
     started = time.time()
     if store is None and template is None:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from facedata.errors import InputError
+from facedata.files import BLOCK_BYTES, block_bytes, reporting_disk_full
 from facedata.masks.landmarks import parse_landmark_table
 from facedata.masks.regions import MASK_NAMES, MaskParameters
 
@@ -134,10 +135,20 @@ def read_mask_dir(folder: str | Path, n_vertices: int) -> dict[str, np.ndarray]:
 
 
 def write_mask_dir(folder: str | Path, masks: dict[str, np.ndarray], description: dict[str, Any]) -> list[Path]:
-    """Write ``<name>.txt`` (one weight per line, 6 decimals) per mask and ``masks.json`` (how they were made)."""
+    """Write ``<name>.txt`` (one weight per line, 6 decimals) per mask and ``masks.json`` (how they were made), each
+    file whole.
+
+    Raises:
+        DiskFullError: the disk filled (each file is its old or its new version).
+    """
+    folder = Path(folder)
+    with reporting_disk_full(folder, "the masks", kept="each mask file is whole, its old or its new version"):
+        return _write_mask_files(folder, masks, description)
+
+
+def _write_mask_files(folder: Path, masks: dict[str, np.ndarray], description: dict[str, Any]) -> list[Path]:
     from facedata.store import write_bytes_atomic, write_json_atomic
 
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, weights in masks.items():
@@ -150,23 +161,39 @@ def write_mask_dir(folder: str | Path, masks: dict[str, np.ndarray], description
 
 def write_store_masks(store_root: Path, masks: dict[str, np.ndarray], description: dict[str, Any]) -> None:
     """Replace ``arrays.zarr/masks`` in one rename: one (V,) float32 array per mask, ``description`` in the
-    group's ``attrs["facedata"]``. The caller holds the store lock."""
+    group's ``attrs["facedata"]``. The caller holds the store lock.
+
+    Raises:
+        DiskFullError: the disk filled (the previous masks are intact).
+    """
     from facedata.store import create_array, stage_group
 
-    staged = stage_group(store_root, "masks", {"facedata": description})
-    try:
-        group = staged.group
-        for name, weights in masks.items():
-            create_array(group, name, np.asarray(weights, np.float32))
-        staged.commit()
-    finally:
-        staged.discard()
+    room = sum(block_bytes(np.asarray(w, np.float32).nbytes) + 2 * BLOCK_BYTES for w in masks.values())
+    with reporting_disk_full(store_root, "the masks", expected_bytes=room, kept="the previous masks are intact"):
+        staged = stage_group(store_root, "masks", {"facedata": description})
+        try:
+            group = staged.group
+            for name, weights in masks.items():
+                create_array(group, name, np.asarray(weights, np.float32))
+            staged.commit()
+        finally:
+            staged.discard()
 
 
 def render_previews(vertices_mm: np.ndarray, faces: np.ndarray, masks: dict[str, np.ndarray], out: Path,
                     landmarks: dict[str, int] | None = None) -> list[Path]:
     """One PNG per mask (front and side, coloured by weight with a colour bar) and, with landmarks, one PNG
-    marking them. Returns the paths written."""
+    marking them, each file whole. Returns the paths written.
+
+    Raises:
+        DiskFullError: the disk filled (each preview is its old or its new version).
+    """
+    with reporting_disk_full(out, "the mask previews", kept="each preview is whole, its old or its new version"):
+        return _render_previews(vertices_mm, faces, masks, out, landmarks)
+
+
+def _render_previews(vertices_mm: np.ndarray, faces: np.ndarray, masks: dict[str, np.ndarray], out: Path,
+                     landmarks: dict[str, int] | None) -> list[Path]:
     from facedata.render import SKIN_RGB, render_value_map, render_views, write_png
 
     out.mkdir(parents=True, exist_ok=True)

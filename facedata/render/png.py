@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from facedata.errors import InputError
+from facedata.files import write_bytes_atomic
 
 _COLOUR_TYPE = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type: grey, RGB, RGBA
 
@@ -36,7 +37,7 @@ def encode_png(image: np.ndarray, *, level: int = 6) -> bytes:
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write uint8 pixels (see ``encode_png``) to ``path``; returns the path."""
-    path = Path(path)
-    path.write_bytes(encode_png(image))
+    """Write uint8 pixels (see ``encode_png``) to ``path`` whole (``write_bytes_atomic``); returns the path."""
+    path = Path(path) if isinstance(path, str) else path
+    write_bytes_atomic(path, encode_png(image))
     return path

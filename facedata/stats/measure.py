@@ -143,13 +143,16 @@ def _lip_landmarks(store: Store, template: np.ndarray, notes: list[str]) -> tupl
 def write_vertex_statistics(store_root: Path, mean: np.ndarray, std: np.ndarray, info: dict[str, Any]) -> None:
     """Replace ``arrays.zarr/stats`` (``vertex_mean``, ``vertex_std``: (V, 3) float32 mm) in one rename, with
     ``info`` and the format version in ``attrs["facedata"]``."""
+    from facedata.files import BLOCK_BYTES, block_bytes, reporting_disk_full
     from facedata.store import create_array, stage_group, store_lock
 
     std = np.asarray(std, np.float32)
+    room = 2 * block_bytes(std.nbytes) + 3 * BLOCK_BYTES
     attributes = {"facedata": {"version": STATS_FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "unit": "mm", "std": "population (ddof 0)", "std_floor_mm": STD_FLOOR_MM,
                                "std_values_floored": int((std < STD_FLOOR_MM).sum()), **info}}
-    with store_lock(store_root):
+    with store_lock(store_root), reporting_disk_full(store_root, "the vertex statistics", expected_bytes=room,
+                                                     kept="the previous statistics are intact"):
         staged = stage_group(store_root, "stats", attributes)
         try:
             create_array(staged.group, "vertex_mean", np.asarray(mean, np.float32))

@@ -10,6 +10,7 @@ matplotlib's Agg canvas (no display); the face maps with ``facedata.render``.
 from __future__ import annotations
 
 import html
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from facedata.audio import MESH_FPS
+from facedata.files import reporting_disk_full, write_bytes_atomic
 from facedata.render import render_value_map, write_png
 from facedata.stats.figures import StoreStats
 
@@ -25,12 +27,23 @@ KIND_COLOURS = {"sentence": "#3b6ea8", "expression": "#c0703c", "gaze": "#5a9a5a
 
 
 def write_report(stats: StoreStats, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``report.json``, ``report.html`` and ``images/*.png`` into ``out_dir`` (created).
+    """Write ``report.json``, ``report.html`` and ``images/*.png`` into ``out_dir`` (created), each file whole
+    (``write_bytes_atomic``): the images first, then ``report.json`` and ``report.html``, so that a page never points
+    at a plot that is not there.
 
     Returns:
         {"html": path, "json": path, "images": images folder}.
+
+    Raises:
+        DiskFullError: the disk filled; every file in ``out_dir`` is its old or its new version.
     """
     out = Path(out_dir)
+    with reporting_disk_full(out, "the statistics report", kept="each report file is whole, its old or its new "
+                                                                 "version; the store is not touched"):
+        return _write_files(stats, out)
+
+
+def _write_files(stats: StoreStats, out: Path) -> dict[str, Path]:
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     numbers = stats.to_json()
     images: dict[str, str] = {}
@@ -70,8 +83,8 @@ def write_report(stats: StoreStats, out_dir: str | Path) -> dict[str, Path]:
         stats.notes.append("the store has no faces: face maps not drawn")
     numbers["images"] = images
     numbers["notes"] = stats.notes
-    (out / "report.json").write_text(json.dumps(numbers, indent=1, default=_json_default) + "\n")
-    (out / "report.html").write_text(_html(numbers))
+    write_bytes_atomic(out / "report.json", (json.dumps(numbers, indent=1, default=_json_default) + "\n").encode())
+    write_bytes_atomic(out / "report.html", _html(numbers).encode())
     return {"html": out / "report.html", "json": out / "report.json", "images": out / IMAGES_DIR}
 
 
@@ -90,7 +103,9 @@ def _figure(draw: Any, path: Path, size: tuple[float, float]) -> None:
     fig = Figure(figsize=size, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     draw(fig)
-    fig.savefig(path, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _durations(fig: Any, seq: Any) -> None:

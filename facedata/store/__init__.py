@@ -53,6 +53,7 @@ from facedata.store.write import (
     ensure_groups,
     remove_tree,
     replace_dir,
+    reserve_room,
     stage_group,
     store_lock,
     write_array_atomic,
@@ -65,7 +66,7 @@ __all__ = [
     "ARRAYS_DIR", "DEFAULT_SHARD_FRAMES", "FORMAT_NAME", "FORMAT_VERSION", "INFO_FILE", "LOCK_FILE", "LOCK_MAX_AGE_S",
     "MANIFESTS_DIR", "REJECTS_COLUMNS", "STAGING_DIR", "RemoteRows", "SequenceArrays", "ShardedArray", "StagedGroup",
     "Store", "clear_staging", "create_array", "ensure_groups", "identity_group_path", "is_remote", "manifest_schemas",
-    "memmap_array", "read_info", "remove_tree", "replace_dir", "require_vertex_count", "sequence_group_path",
-    "stage_group", "store_lock", "store_path", "write_array_atomic", "write_bytes_atomic", "write_json_atomic",
-    "write_parquet_atomic",
+    "memmap_array", "read_info", "remove_tree", "replace_dir", "require_vertex_count", "reserve_room",
+    "sequence_group_path", "stage_group", "store_lock", "store_path", "write_array_atomic", "write_bytes_atomic",
+    "write_json_atomic", "write_parquet_atomic",
 ]

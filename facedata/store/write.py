@@ -1,13 +1,15 @@
 """The writing side of a store: files replaced atomically, groups staged and renamed into place, the writer's lock.
 
 Sequences are written into ``STORE/.staging/`` and renamed into place when complete, so a reader never sees a
-half-written sequence, whatever happens to the writer. Object storage has no rename: see ``StagedGroup``.
+half-written sequence, whatever happens to the writer. Object storage has no rename: see ``StagedGroup``. The
+file-level guarantees (whole files, folders swapped in one step, a full disk as one line) are ``facedata.files``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -20,20 +22,19 @@ from typing import Any
 import numpy as np
 
 from facedata.errors import StoreError
-from facedata.store.layout import ARRAYS_DIR, LOCK_FILE, STAGING_DIR, is_remote
+from facedata.files import exchange_dirs, process_alive
+from facedata.files import write_bytes_atomic as _write_file_atomic
+from facedata.store.layout import ARRAYS_DIR, LOCK_FILE, MANIFESTS_DIR, STAGING_DIR, is_remote
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a mix (an object PUT is atomic)."""
-    if is_remote(path):
-        path.write_bytes(data)
-        return
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write a file so that readers see the old or the new content, never a mix (an object PUT is atomic); no
+    temporary file is left behind whatever fails.
+
+    Raises:
+        OSError: the write failed (``errno.ENOSPC`` on a full disk); the old file is untouched.
+    """
+    _write_file_atomic(path, data)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -51,14 +52,11 @@ def _json_default(o: Any) -> Any:
 
 
 def write_parquet_atomic(frame: Any, path: Path) -> None:
-    """Write a polars DataFrame to Parquet via a temporary file and a rename (one PUT on object storage)."""
-    if is_remote(path):
-        with path.open("wb") as f:
-            frame.write_parquet(f)
-        return
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
+    """Write a polars DataFrame to Parquet whole: encoded in memory (manifests are small), then one atomic file
+    write (one PUT on object storage), so that a full disk or a kill never leaves part of a manifest."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def create_array(
@@ -162,8 +160,13 @@ def write_array_atomic(store_root: Path, target: str, data: np.ndarray) -> None:
 
 
 def replace_dir(src: Path, dst: Path, store_root: Path) -> None:
-    """Move ``src`` to ``dst``; an existing ``dst`` is moved aside first and then deleted."""
+    """Move ``src`` to ``dst``, replacing an existing ``dst`` in one step where the system can swap two folders
+    (Linux), so that a reader or a kill never finds ``dst`` missing; elsewhere ``dst`` is moved aside first. The old
+    version goes to ``.staging`` and is deleted (a kill before that leaves it there for ``clear_staging``)."""
     if dst.exists():
+        if exchange_dirs(src, dst):
+            shutil.rmtree(src, ignore_errors=True)
+            return
         trash = store_root / STAGING_DIR / f"replaced-{uuid.uuid4().hex[:8]}"
         os.rename(dst, trash)
         os.rename(src, dst)
@@ -201,9 +204,13 @@ LOCK_MAX_AGE_S = 6 * 3600
 def store_lock(store_root: Path) -> Iterator[None]:
     """Hold an exclusive lock on a store for the duration of a writing command.
 
-    On a local disk this is an advisory file lock (released by the kernel when the process dies). Object storage
-    has none: a lock object holding the writer's identity is created and deleted afterwards; one younger than six
-    hours refuses a second writer, an older one is taken to be left by a crash and replaced.
+    On a local disk this is an advisory file lock on ``.lock``, released by the kernel when the process ends in any
+    way (SIGKILL included): the file stays, but no dead process can hold it. Whoever takes the lock first removes
+    what a killed writer left in ``.staging`` (no other writer can be at work then).
+
+    Object storage has no lock: a lock object holding the writer's host, pid and time is created and deleted
+    afterwards. It refuses a second writer unless it is stale: written on this host by a process that no longer
+    exists, or older than six hours (a writer elsewhere that crashed).
 
     Raises:
         StoreError: another process holds the lock.
@@ -219,6 +226,7 @@ def store_lock(store_root: Path) -> Iterator[None]:
         except BlockingIOError as e:
             raise StoreError(f"{store_root}: another facedata process is writing this store (lock {LOCK_FILE})") from e
         try:
+            clear_staging(store_root)
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
@@ -236,7 +244,7 @@ def _object_lock(store_root: Path) -> Iterator[None]:
         except (OSError, ValueError):
             held = {}
         age = time.time() - float(held.get("time", 0))
-        if age < LOCK_MAX_AGE_S:
+        if age < LOCK_MAX_AGE_S and not _dead_writer(held, socket.gethostname()):
             raise StoreError(f"{store_root}: another facedata process is writing this store (lock object "
                              f"{LOCK_FILE} of {held.get('host')} pid {held.get('pid')}, {age:.0f} s old; delete it if "
                              "that process is gone)")
@@ -253,14 +261,46 @@ def _object_lock(store_root: Path) -> Iterator[None]:
             pass
 
 
+def _dead_writer(held: Mapping[str, Any], host: str) -> bool:
+    """Whether a lock object was left by a process of this host that is gone (a kill, a crash)."""
+    return held.get("host") == host and isinstance(held.get("pid"), int) and not process_alive(held["pid"])
+
+
+# Where a writer holding the lock writes single files outside .staging: the store's description and manifests
+# (``write_bytes_atomic``'s ``.tmp``) and the group metadata that zarr writes in place (its ``.partial``).
+_IN_PLACE_TEMPORARIES = (".*.tmp", f"{MANIFESTS_DIR}/.*.tmp", f"{ARRAYS_DIR}/*.partial", f"{ARRAYS_DIR}/*/*.partial",
+                         f"{ARRAYS_DIR}/identities/*/*.partial", f"{ARRAYS_DIR}/identities/*/sequences/*.partial")
+
+
 def clear_staging(store_root: Path) -> int:
-    """Remove what a crashed writer left in ``.staging``. Returns the number of entries removed."""
+    """Remove what a killed or stopped writer left: everything in ``.staging`` and the temporaries of the files it
+    was replacing in place. Call it under the store lock (no other writer is then at work). Returns the number of
+    entries removed."""
     if is_remote(store_root):
         return 0  # no staging on object storage (see StagedGroup)
+    leftovers = [p for pattern in _IN_PLACE_TEMPORARIES for p in store_root.glob(pattern)]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
     staging = store_root / STAGING_DIR
     if not staging.is_dir():
-        return 0
+        return len(leftovers)
     entries = list(staging.iterdir())
     for entry in entries:
         shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-    return len(entries)
+    return len(leftovers) + len(entries)
+
+
+RESERVE_FILE = "reserve"  # in .staging: room kept for the manifests while a run fills the disk
+
+
+def reserve_room(store_root: Path, n_bytes: int) -> bool:
+    """Keep ``n_bytes`` of the store's disk in ``.staging/reserve`` until ``clear_staging`` frees them (for the small
+    files a run must still write when the disk is full). Returns False where the room is not there, or on object
+    storage (nothing to reserve)."""
+    from facedata.files import reserve_space
+
+    if is_remote(store_root):
+        return False
+    staging = store_root / STAGING_DIR
+    staging.mkdir(parents=True, exist_ok=True)
+    return reserve_space(staging / RESERVE_FILE, n_bytes)

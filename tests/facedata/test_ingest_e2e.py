@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 import torch
 import zarr
+from crashes import contents
 
 from facedata.ingest import IngestOptions, ingest
 from facedata.synth import read_faults, read_manifest, write_raw_tree
@@ -141,16 +142,6 @@ def test_rerun_is_a_noop(tree, store):
         assert pl.read_parquet(store / f"manifests/{name}.parquet").equals(frame)
 
 
-def _contents(store: Path) -> dict[str, bytes]:
-    """Every array file's bytes and both manifests' rows (store paths made relative)."""
-    out = {str(p.relative_to(store)): p.read_bytes() for p in (store / "arrays.zarr").rglob("*")
-           if p.is_file() and p.name != "zarr.json"}
-    for name in ("sequences", "rejects"):
-        frame = pl.read_parquet(store / f"manifests/{name}.parquet")
-        out[name] = repr(frame.rows()).encode()
-    return out
-
-
 @pytest.mark.slow
 def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path):
     raw = tmp_path / "raw"
@@ -170,4 +161,5 @@ def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert 0 < done < total, f"the kill should land midway ({done} of {total} sequences stored)"
     report = ingest(raw, tmp_path / "killed", IngestOptions(workers=2))
     assert sum(r.status == "skipped" for r in report.results) == done
-    assert _contents(tmp_path / "killed") == _contents(tmp_path / "reference")
+    # every array, zarr.json and manifest; only facedata.json's list of runs differs
+    assert contents(tmp_path / "killed") == contents(tmp_path / "reference")

@@ -49,3 +49,36 @@ def test_truncated_shard_is_reported(tmp_path):
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(StoreError, match=r"truncated|unreadable"):
         memmap_array(tmp_path / "s.zarr/v")
+
+
+def test_replace_dir_puts_the_new_group_in_place_and_leaves_nothing_behind(tmp_path):
+    from facedata.files import exchange_dirs
+    from facedata.store import replace_dir
+
+    store = tmp_path / "store"
+    (store / ".staging" / "new").mkdir(parents=True)
+    (store / "arrays.zarr" / "masks").mkdir(parents=True)
+    (store / "arrays.zarr" / "masks" / "old").write_text("old")
+    (store / ".staging" / "new" / "fresh").write_text("new")
+    replace_dir(store / ".staging" / "new", store / "arrays.zarr" / "masks", store)
+    assert [p.name for p in (store / "arrays.zarr" / "masks").iterdir()] == ["fresh"]
+    assert list((store / ".staging").iterdir()) == []
+    # Swapping two folders is one step: both names exist before and after.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "from_a").touch()
+    if exchange_dirs(tmp_path / "a", tmp_path / "b"):
+        assert [p.name for p in (tmp_path / "b").iterdir()] == ["from_a"] and not any((tmp_path / "a").iterdir())
+    else:  # a system without renameat2's exchange: nothing was moved
+        assert [p.name for p in (tmp_path / "a").iterdir()] == ["from_a"]
+
+
+def test_the_manifests_reserve_takes_real_blocks_until_the_staging_is_cleared(tmp_path):
+    import os
+
+    from facedata.store import clear_staging, reserve_room
+
+    assert reserve_room(tmp_path, 300_000)
+    reserve = tmp_path / ".staging" / "reserve"
+    assert os.stat(reserve).st_blocks * 512 >= 300_000  # allocated, not a sparse file
+    assert clear_staging(tmp_path) == 1 and not reserve.exists()

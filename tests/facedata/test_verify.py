@@ -185,3 +185,14 @@ def test_every_damage_at_once_is_listed(pristine, tmp_path):
     assert code == 1
     for text in expected:
         assert text in output
+
+
+def test_leftovers_of_a_killed_writer_are_a_note_not_a_problem(pristine, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(pristine, store)
+    (store / ".staging" / "0123abcd").mkdir(parents=True)
+    (store / ".staging" / "0123abcd" / "zarr.json").write_text("{}")
+    code, output = _verify(store)
+    assert code == 0, output
+    assert output.splitlines()[0].startswith(f"note: {store / '.staging'}: leftovers of an interrupted writer")
+    assert output.strip().endswith(f"{store}: OK")
