@@ -74,7 +74,8 @@ def train(
     val_every: Annotated[int | None, typer.Option(help="Steps between validations (1000; 0: none).")] = None,
     monitor_every: Annotated[int | None, typer.Option(help="Steps between collapse monitors (100).")] = None,
     recipe: Annotated[str | None, typer.Option(help="A named recipe whose values come first: reference (the "
-                                               "default) or fast (docs/training.md, \"Recipe\").")] = None,
+                                               "default), fast (lips) or expressive (lips and upper face; "
+                                               "docs/training.md, \"Recipe\").")] = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="A JSON file of config values.")] = None,
     assignments: Annotated[list[str] | None, typer.Option(
         "--set", help="Any config value, KEY=VALUE (JSON values; model.* and recipe.* for nested ones).")] = None,

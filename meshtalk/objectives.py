@@ -6,7 +6,9 @@ A batch is a dict of tensors:
 - ``template``: B x V x 3 neutral face of each sequence's subject, mm;
 - ``mouth``, ``upper_face``, ``eyelid``: V soft vertex weights in [0, 1] (stage 1 only);
 - ``audio_code`` (optional): B x T x audio_dim codes of a frozen audio encoder, used in place of running it on
-  ``mel`` (the trainer's cache, ``meshtalk.recipes.AudioCodeCache``).
+  ``mel`` (the trainer's cache, ``meshtalk.recipes.AudioCodeCache``);
+- ``expression_vertices`` (optional): B x T x V x 3, what the expression encoder sees in place of ``vertices``
+  (a recipe's augmentation, ``meshtalk.recipes.swap_lower_face``); the losses still compare with ``vertices``.
 Stage 1 trains the encoder and decoder, stage 2 the context model over the frozen encoder's labels; the caller
 puts the model in train or eval mode (the reference keeps the encoder in eval mode in stage 2).
 """
@@ -66,7 +68,7 @@ def audio_code(model: MeshTalk, batch: dict[str, Tensor]) -> Tensor:
 
 
 def stage1_losses(model: MeshTalk, batch: dict[str, Tensor], *, rng: random.Random | None = None,
-                  shard: BatchShard | None = None) -> ForwardResult:
+                  shard: BatchShard | None = None, upper_weight: float = 1.0) -> ForwardResult:
     """Stage-1 losses: reconstruction, eyelid landmarks and modality crossing, three decodes in one pass.
 
     Random draws, in the reference's order (a run seeded with ``torch.manual_seed`` and ``random.seed``
@@ -82,9 +84,12 @@ def stage1_losses(model: MeshTalk, batch: dict[str, Tensor], *, rng: random.Rand
         shard: this process's rows of a batch split over ranks (default: the whole batch). Noise and rolls are
             drawn for the whole batch and the expression and audio codes are gathered from every rank, so a
             sequence's partner can be any sequence of the batch, as in one process.
+        upper_weight: factor on the upper-face crossing term (1: the reference). The brows move a tenth of the
+            mouth's variance, so in mm^2 the mouth rules every term; a recipe may weigh the upper face up.
 
     Returns:
-        losses: ``recon``, ``landmarks`` and ``modality_crossing`` (mouth term + upper-face term).
+        losses: ``recon``, ``landmarks`` and ``modality_crossing`` (mouth term + ``upper_weight`` x upper-face
+            term).
         outputs: the two crossing terms ``crossing_mouth`` and ``crossing_upper``; of decode 1, ``logprobs``
             B x T x H x C, ``labels`` B x T x H (with noise) and ``geometry`` B x T x V x 3.
 
@@ -101,7 +106,8 @@ def stage1_losses(model: MeshTalk, batch: dict[str, Tensor], *, rng: random.Rand
                          actual=f"B = {rows.size}")
     H, C = model.config.heads, model.config.classes
     encoder = model.encoder
-    audio, expression = audio_code(model, batch), encoder.expression(vertices)  # (B, T, 128) each
+    # (B, T, 128) each
+    audio, expression = audio_code(model, batch), encoder.expression(batch.get("expression_vertices", vertices))
 
     shape = (rows.size, T, H, C)  # drawn for the whole batch, cut to this process's rows
     own = torch.arange(rows.start, rows.stop, device=mel.device)
@@ -124,7 +130,7 @@ def stage1_losses(model: MeshTalk, batch: dict[str, Tensor], *, rng: random.Rand
     losses = {
         "recon": recon.mean(),
         "landmarks": masked_mean(recon, batch["eyelid"]),
-        "modality_crossing": crossing_mouth + crossing_upper,
+        "modality_crossing": crossing_mouth + upper_weight * crossing_upper,
     }
     outputs = {"crossing_mouth": crossing_mouth.detach(), "crossing_upper": crossing_upper.detach(),
                "logprobs": logprobs[:B].detach(), "labels": latent.labels[:B], "geometry": geometry[:B].detach()}
@@ -182,8 +188,9 @@ def check_batch(batch: dict[str, Tensor], model: MeshTalk, keys: tuple[str, ...]
         "upper_face": (V,),
         "eyelid": (V,),
         "audio_code": (B, T, config.audio_dim),
+        "expression_vertices": (B, T, V, 3),
     }
-    for key in (*keys, *(["audio_code"] if "audio_code" in batch else [])):
+    for key in (*keys, *(k for k in ("audio_code", "expression_vertices") if k in batch)):
         if key not in batch:
             raise InputError(f"batch.{key}", "missing", expected=f"shape {expected[key]}", actual="no key")
         shape = tuple(batch[key].shape)

@@ -3,9 +3,10 @@
 The reference recipe collapses on small corpora: the categorical code carries nothing and the decoder outputs the
 average face (docs/training.md, "Recipe"). Three departures that act outside the model are here:
 
-- audio pre-training (``pretrain_audio``): the audio encoder alone regresses the mouth's motion, the first K
-  principal components of the mouth region's displacement from the template (standardised), through a linear head
-  that is dropped afterwards. It gives the audio code the mouth before the categorical code is learned.
+- audio pre-training (``pretrain_encoder(model, "audio", ...)``): the audio encoder alone regresses the mouth's
+  motion, the first K principal components of the mouth region's displacement from the template (standardised),
+  through a linear head that is dropped afterwards. It gives the audio code the mouth before the categorical code is
+  learned. The expression pre-training does the same for the expression encoder and the upper face.
 - a frozen audio encoder with cached codes (``AudioCodeCache``): in eval mode the audio code of a frame is a
   function of that frame's mel window alone, so each training sentence's codes are computed once and every step
   reads them (``batch["audio_code"]``, which the objectives take in place of the encoder's output).
@@ -90,22 +91,51 @@ def region_components(store: Store, entries: list[SequenceEntry], mask: np.ndarr
                       as_tensor(coefficient_std), explained)
 
 
-def pretrain_audio(model: MeshTalk, store: Store, entries: list[SequenceEntry], mouth: np.ndarray, *, steps: int,
-                   lr: float, components: int, frames: int, batch_size: int, seed: int, device: torch.device,
-                   log: Callable[..., None], log_every: int = 25) -> dict[str, float]:
-    """Train the audio encoder alone to regress the mouth's principal components from each frame's audio code.
+def region_motion_variance(store: Store, entries: list[SequenceEntry], masks: dict[str, np.ndarray], *,
+                           max_frames: int = 4096) -> dict[str, float]:
+    """Each region's motion variance, mm^2: the squared distance of a vertex from its sequence's mean position,
+    averaged over frames and over the region's vertices weighted by the soft mask (V,). Every n-th frame of each
+    sentence when there are more than ``max_frames`` in all; a sentence's mean is over all of its frames.
+    """
+    total = sum(e.n_frames for e in entries)
+    stride = max(1, -(-total // max_frames))
+    sums, frames = dict.fromkeys(masks, 0.0), 0
+    for entry in entries:
+        vertices = read_sequence(store, entry).vertices  # (T, V, 3)
+        squared = ((vertices[::stride] - vertices.mean(axis=0)) ** 2).sum(axis=-1)  # (F, V)
+        for name, mask in masks.items():
+            sums[name] += float((squared @ mask).sum() / mask.sum())
+        frames += squared.shape[0]
+    return {name: value / frames for name, value in sums.items()}
 
-    A linear head (audio_dim -> K) reads the code and is dropped afterwards; Adam at ``lr`` on the encoder and the
-    head; windows of ``frames`` frames, ``batch_size`` per step, drawn with their own seed. ``log(step, values)``
-    is called every ``log_every`` steps with the loss and the correlation of the first component.
+
+def pretrain_encoder(model: MeshTalk, encoder: str, store: Store, entries: list[SequenceEntry], region: np.ndarray,
+                     *, steps: int, lr: float, components: int, frames: int, batch_size: int, seed: int,
+                     device: torch.device, log: Callable[..., None], log_every: int = 25,
+                     standardise: bool = True, augment: Callable[[dict[str, Tensor]], Tensor] | None = None
+                     ) -> dict[str, float]:
+    """Train one encoder alone to regress a region's principal components from each frame's code.
+
+    ``encoder`` is ``audio`` (the audio code from the mel windows; the mouth, for the audio pre-training) or
+    ``expression`` (the expression code from the geometry; the upper face, for the expression pre-training). A
+    linear head (code -> K) reads the code and is dropped afterwards; Adam at ``lr`` on the encoder and the head;
+    windows of ``frames`` frames, ``batch_size`` per step, drawn with their own seed. ``log(step, values)`` is
+    called every ``log_every`` steps with the loss and the correlation of the first component.
+
+    ``standardise``: each component's coefficient has unit variance (every component counts alike); otherwise
+    they keep their variance, divided by the first's (components count by the motion they hold, so components of
+    tracking noise, which can only be memorised, hardly count). ``augment(batch)``: the encoder's input in place
+    of the batch's (e.g. ``swap_lower_face``); the targets stay the batch's own.
 
     Returns: the final loss, the correlation of the first component and the seconds taken (PCA included).
     """
     start = time.perf_counter()
-    pca = region_components(store, entries, mouth, components)
+    pca = region_components(store, entries, region, components)
     pca = Components(*(t.to(device) for t in (pca.vertices, pca.basis, pca.mean, pca.std)), pca.explained)
-    encoder = model.encoder.audio
-    encoder.train()
+    scale = torch.ones_like(pca.std) if standardise else pca.std / pca.std[0]  # (K,)
+    module, key, width = {"audio": (model.encoder.audio, "mel", model.config.audio_dim),
+                          "expression": (model.encoder.expression, "vertices", model.config.expression_dim)}[encoder]
+    module.train()
     dataset = WindowDataset(store, entries, frames=frames, seed=seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=WindowSampler(),
                                          collate_fn=keep_batch, num_workers=0)
@@ -113,12 +143,14 @@ def pretrain_audio(model: MeshTalk, store: Store, entries: list[SequenceEntry], 
     # Its own random stream (the head's initialisation, dropout): the run's is left as it was.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        head = nn.Linear(model.config.audio_dim, components).to(device)
-        optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=lr)
+        head = nn.Linear(width, components).to(device)
+        optimizer = torch.optim.Adam([*module.parameters(), *head.parameters()], lr=lr)
         for step, batch in enumerate(loader, 1):
-            mel, vertices, template = (batch[k].to(device) for k in ("mel", "vertices", "template"))
-            target = pca.coefficients(vertices, template)
-            prediction = head(encoder(mel))
+            batch = {k: v.to(device) for k, v in batch.items()}
+            vertices, template = batch["vertices"], batch["template"]
+            inputs = augment(batch) if augment is not None else batch[key]
+            target = pca.coefficients(vertices, template) * scale
+            prediction = head(module(inputs))
             loss = F.mse_loss(prediction, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -155,6 +187,18 @@ class AudioCodeCache:
                             for s, a in zip(sequence.tolist(), start.tolist(), strict=True)])
 
 
+def swap_lower_face(vertices: Tensor, template: Tensor, upper_face: Tensor) -> Tensor:
+    """Each window's geometry with the motion outside its upper face taken from the next window of the batch.
+
+    ``vertices + w * ((x' - T') - (x - T))`` with w = 1 - ``upper_face`` (V soft weights) and x', T' the next
+    window's frames and template (rolled by one): the own upper face on the own template, another sentence's mouth
+    and jaw. Shapes: vertices B x T x V x 3 mm, template B x V x 3 mm -> B x T x V x 3 mm.
+    """
+    motion = vertices - template[:, None]  # (B, T, V, 3)
+    weight = (1.0 - upper_face)[:, None]  # (V, 1)
+    return vertices + weight * (motion.roll(1, dims=0) - motion)
+
+
 class FusionCapture:
     """Keeps the fusion MLP's last output (with its graph) for loss terms on the log-probs (a forward hook)."""
 
@@ -167,6 +211,31 @@ class FusionCapture:
 
     def close(self) -> None:
         self._handle.remove()
+
+
+def separation_terms(logprobs: Tensor, expression_heads: int) -> dict[str, Tensor]:
+    """How much the expression heads depend on the audio and the audio heads on the expression, nats, with
+    gradients: the mean KL divergence between a frame's class distribution with its own inputs and with one of them
+    crossed, over the last ``expression_heads`` heads (audio crossed) and over the others (expression crossed).
+
+    Args:
+        logprobs: the fusion MLP's 3B x T x H x C output in ``meshtalk.objectives.stage1_losses``' row order: own
+            expression and audio, another sequence's expression with the own audio, the own expression with
+            another sequence's audio.
+        expression_heads: how many heads, counted from the last, the expression alone should decide (>= 1).
+    """
+    own, expression_crossed, audio_crossed = logprobs.chunk(3)  # (B, T, H, C) each
+    H = logprobs.shape[2]
+    audio = slice(0, H - expression_heads)
+    expression = slice(H - expression_heads, H)
+
+    def kl(p_log: Tensor, q_log: Tensor) -> Tensor:
+        return (p_log.exp() * (p_log - q_log)).sum(-1).mean()
+
+    terms = {"expression_heads_on_audio": kl(own[:, :, expression], audio_crossed[:, :, expression])}
+    if H > expression_heads:
+        terms["audio_heads_on_expression"] = kl(own[:, :, audio], expression_crossed[:, :, audio])
+    return terms
 
 
 def information_terms(logprobs: Tensor, shard: BatchShard) -> dict[str, Tensor]:

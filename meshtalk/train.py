@@ -97,6 +97,29 @@ class Recipe:
             mean over heads) of the reconstruction's code: a head cannot put every frame in one class.
         confidence_weight: stage 1 adds this times the mean entropy of each frame's class distribution. Equal to
             ``entropy_bonus`` the two terms are minus the information the code carries about its frame.
+        crossing_upper_weight: factor on the upper-face term of the modality crossing (stage 1).
+        balance_regions: stage 1 also multiplies the upper-face crossing term by the mouth's motion variance over
+            the upper face's (``meshtalk.recipes.region_motion_variance`` on the training sentences), so that both
+            crossing terms are read in units of their own region's motion.
+        expression_pretrain_steps, expression_pretrain_components, expression_pretrain_frames,
+        expression_pretrain_batch, expression_pretrain_lr: stage 1 starts (after the audio pre-training) with
+            this many steps in which the expression encoder alone regresses the upper face's first K principal
+            components, on windows of that many frames (its LSTM sees time), that many per step, Adam at
+            ``expression_pretrain_lr`` (at 1e-3 its 18,516-wide input layer memorises the training sentences: the
+            held-out brows are lost). The components keep their variance (standardised, the tracking noise's
+            would count as much as the brows' and could only be memorised); with ``swap_lower_face`` the encoder
+            sees the swapped geometry here too. 0: none (the reference).
+        freeze_expression: the expression encoder gets no updates in stage 1 (after its pre-training).
+        swap_lower_face: in stage 1 the expression encoder sees each window's upper face with the mouth and jaw
+            motion of another window of the batch (``meshtalk.recipes.swap_lower_face``), so that its code cannot
+            carry the mouth, which the modality crossing asks the audio to carry.
+        audio_free_steps: the first this many stage-1 steps give the fusion MLP an audio code of zeros, so that
+            the categorical code is first learned from the expression alone. 0: none (the reference).
+        expression_heads, head_separation: the last ``expression_heads`` heads are meant for what only the
+            expression explains (brows, blinks), the others for what the audio explains: stage 1 adds
+            ``head_separation`` times the mean KL divergence of the expression heads' distributions when the
+            audio is crossed, plus that of the audio heads' when the expression is crossed
+            (``meshtalk.recipes.separation_terms``). 0: none (the reference).
     """
 
     audio_pretrain_steps: int = 0
@@ -107,6 +130,18 @@ class Recipe:
     freeze_audio: bool = False
     entropy_bonus: float = 0.0
     confidence_weight: float = 0.0
+    crossing_upper_weight: float = 1.0
+    balance_regions: bool = False
+    expression_pretrain_steps: int = 0
+    expression_pretrain_components: int = 8
+    expression_pretrain_frames: int = 32
+    expression_pretrain_batch: int = 8
+    expression_pretrain_lr: float = 1e-4
+    freeze_expression: bool = False
+    swap_lower_face: bool = False
+    audio_free_steps: int = 0
+    expression_heads: int = 0
+    head_separation: float = 0.0
 
 
 # Named recipes: config values applied before the run's own (``--recipe NAME``; docs/training.md, "Recipe").
@@ -119,6 +154,11 @@ RECIPES: dict[str, dict[str, Any]] = {
              "recipe": {"audio_pretrain_steps": 250, "freeze_audio": True, "entropy_bonus": 0.1,
                         "confidence_weight": 0.1}},
 }
+# `fast` learns the lips only: its expression path never carries the brows. `expressive` adds what makes the
+# categorical code carry the upper face too (docs/training.md, "Recipe"): the expression encoder pre-trained on the
+# upper face at the reference's lr and then frozen, and the upper-face crossing term in units of its own motion.
+RECIPES["expressive"] = {**RECIPES["fast"], "recipe": {**RECIPES["fast"]["recipe"], "expression_pretrain_steps": 250,
+                                                        "freeze_expression": True, "balance_regions": True}}
 
 
 # Reference settings that differ between the stages (meshtalk-reference.md, "Training and inference settings").
@@ -229,10 +269,17 @@ class TrainConfig:
                              expected="a stage-1 checkpoint (--init-from RUN/last.pt)", actual="none")
         recipe = self.recipe
         for name in ("audio_pretrain_steps", "audio_pretrain_components", "audio_pretrain_frames",
-                     "audio_pretrain_batch"):
-            if getattr(recipe, name) < (0 if name == "audio_pretrain_steps" else 1):
+                     "audio_pretrain_batch", "expression_pretrain_steps", "expression_pretrain_components",
+                     "expression_pretrain_frames", "expression_pretrain_batch", "audio_free_steps"):
+            if getattr(recipe, name) < (0 if name.endswith("_steps") else 1):
                 raise InputError(f"config.recipe.{name}", "out of range", expected=">= 1 (steps: >= 0)",
                                  actual=getattr(recipe, name))
+        if recipe.expression_heads < 0:
+            raise InputError("config.recipe.expression_heads", "negative", expected=">= 0",
+                             actual=recipe.expression_heads)
+        if recipe.head_separation and not recipe.expression_heads:
+            raise InputError("config.recipe.head_separation", "no heads to separate",
+                             expected="recipe.expression_heads >= 1", actual=recipe.expression_heads)
         if recipe.audio_pretrain_steps and not recipe.audio_pretrain_lr > 0:
             raise InputError("config.recipe.audio_pretrain_lr", "not positive", expected="> 0",
                              actual=recipe.audio_pretrain_lr)
@@ -294,37 +341,71 @@ class RecipeState:
     audio_codes: AudioCodeCache | None = None  # freeze_audio: the training sentences' audio codes
     fusion: FusionCapture | None = None  # the information bonus: the fusion MLP's output of the step
     shard: BatchShard | None = None  # this rank's rows of the batch (data parallel)
+    upper_weight: float = 1.0  # factor on the upper-face crossing term
+    audio_dim: int = 0  # the model's audio code size (audio_free_steps)
 
 
 def start_recipe(config: TrainConfig, model: MeshTalk, store: Store, entries: list[SequenceEntry],
                  masks: dict[str, np.ndarray], *, device: torch.device, resumed: bool, shard: BatchShard | None,
                  log: Callable[[str, dict[str, Any]], None]) -> RecipeState:
     """Act on the recipe before the optimiser is built: pre-train, freeze, cache, hook. Reference: nothing."""
-    recipe, state = config.recipe, RecipeState(shard=shard)
-    if config.stage == 1 and recipe.audio_pretrain_steps and not resumed:
-        result = recipes.pretrain_audio(
-            model, store, entries, masks["mouth"], steps=recipe.audio_pretrain_steps, lr=recipe.audio_pretrain_lr,
-            components=recipe.audio_pretrain_components, frames=recipe.audio_pretrain_frames,
-            batch_size=recipe.audio_pretrain_batch, seed=config.seed + 101, device=device,
-            log=lambda step, values: log(f"audio pre-training step {step}/{recipe.audio_pretrain_steps}",
-                                         {"pretrain_step": step, **values}))
-        log("audio pre-training done", result)
+    recipe, state = config.recipe, RecipeState(shard=shard, audio_dim=model.config.audio_dim)
+    if recipe.expression_heads > model.config.heads:
+        raise InputError("config.recipe.expression_heads", "more than the model's heads",
+                         expected=f"<= {model.config.heads}", actual=recipe.expression_heads)
+    pretrainings = [("audio", "mouth", recipe.audio_pretrain_steps, recipe.audio_pretrain_lr,
+                     recipe.audio_pretrain_components, recipe.audio_pretrain_frames, recipe.audio_pretrain_batch, 101),
+                    ("expression", "upper_face", recipe.expression_pretrain_steps, recipe.expression_pretrain_lr,
+                     recipe.expression_pretrain_components, recipe.expression_pretrain_frames,
+                     recipe.expression_pretrain_batch, 103)]
+    upper_face = torch.from_numpy(masks["upper_face"]).to(device)
+    swap = ((lambda batch: recipes.swap_lower_face(batch["vertices"], batch["template"], upper_face))
+            if recipe.swap_lower_face else None)
+    for encoder, region, steps, lr, components, frames, batch_size, seed in pretrainings:
+        if config.stage != 1 or not steps or resumed:
+            continue
+        expression = encoder == "expression"
+        result = recipes.pretrain_encoder(
+            model, encoder, store, entries, masks[region], steps=steps, lr=lr,
+            components=components, frames=frames, batch_size=batch_size, seed=config.seed + seed, device=device,
+            standardise=not expression, augment=swap if expression else None,
+            log=lambda step, values, encoder=encoder, steps=steps: log(
+                f"{encoder} pre-training step {step}/{steps}", {"pretrain_step": step, **values}))
+        log(f"{encoder} pre-training done", result)
+    if recipe.freeze_expression:
+        model.encoder.expression.requires_grad_(False)
     if recipe.freeze_audio:
         model.encoder.audio.requires_grad_(False)
         start = time.perf_counter()
         state.audio_codes = recipes.AudioCodeCache(model, store, entries)
         log("audio codes cached", {"sentences": len(entries), "seconds": time.perf_counter() - start})
-    if config.stage == 1 and (recipe.entropy_bonus or recipe.confidence_weight):
+    if config.stage == 1 and (recipe.entropy_bonus or recipe.confidence_weight or recipe.head_separation):
         state.fusion = recipes.FusionCapture(model)
+    state.upper_weight = recipe.crossing_upper_weight
+    if config.stage == 1 and recipe.balance_regions:
+        variance = recipes.region_motion_variance(store, entries, {k: masks[k] for k in ("mouth", "upper_face")},
+                                                  max_frames=config.statistics_frames)
+        state.upper_weight *= variance["mouth"] / variance["upper_face"]
+        log("regions balanced", {"mouth_variance_mm2": variance["mouth"],
+                                 "upper_face_variance_mm2": variance["upper_face"], "upper_weight": state.upper_weight})
     return state
 
 
-def recipe_batch(config: TrainConfig, state: RecipeState, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The training batch as the objective gets it. Reference: unchanged; freeze_audio: with cached audio codes."""
-    if state.audio_codes is None:
-        return batch
-    codes = state.audio_codes.batch(batch["sequence"], batch["start"], batch["vertices"].shape[1])
-    return batch | {"audio_code": codes.to(batch["vertices"].device)}
+def recipe_batch(config: TrainConfig, state: RecipeState, batch: dict[str, Tensor],
+                 masks: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+    """The training batch of (0-based) step ``step`` as the objective gets it. Reference: unchanged;
+    freeze_audio: with cached audio codes; swap_lower_face: with the expression encoder's input (stage 1);
+    audio_free_steps: with a zero audio code (stage 1)."""
+    B, T = batch["vertices"].shape[:2]
+    if config.stage == 1 and step < config.recipe.audio_free_steps:
+        batch = batch | {"audio_code": batch["vertices"].new_zeros(B, T, state.audio_dim)}
+    elif state.audio_codes is not None:
+        codes = state.audio_codes.batch(batch["sequence"], batch["start"], T)
+        batch = batch | {"audio_code": codes.to(batch["vertices"].device)}
+    if config.stage == 1 and config.recipe.swap_lower_face:
+        batch = batch | {"expression_vertices": recipes.swap_lower_face(batch["vertices"], batch["template"],
+                                                                        masks["upper_face"])}
+    return batch
 
 
 def parameter_groups(config: TrainConfig, model: MeshTalk) -> list[dict[str, Any]]:
@@ -359,25 +440,33 @@ def extra_losses(config: TrainConfig, state: RecipeState, batch: dict[str, Tenso
     """
     if state.fusion is None or state.fusion.output is None:
         return {}
-    rows = batch["vertices"].shape[0]
-    terms = recipes.information_terms(state.fusion.output[:rows], state.shard or BatchShard.whole(rows))
+    recipe, fused = config.recipe, state.fusion.output
     state.fusion.output = None
-    return {"batch_entropy_bonus": -config.recipe.entropy_bonus * terms["batch_entropy"],
-            "frame_entropy_penalty": config.recipe.confidence_weight * terms["frame_entropy"]}
+    rows = batch["vertices"].shape[0]
+    extra = {}
+    if recipe.entropy_bonus or recipe.confidence_weight:
+        terms = recipes.information_terms(fused[:rows], state.shard or BatchShard.whole(rows))
+        extra |= {"batch_entropy_bonus": -recipe.entropy_bonus * terms["batch_entropy"],
+                  "frame_entropy_penalty": recipe.confidence_weight * terms["frame_entropy"]}
+    if recipe.head_separation:
+        extra |= {k: recipe.head_separation * v
+                  for k, v in recipes.separation_terms(fused, recipe.expression_heads).items()}
+    return extra
 
 
 # --- the objective (batch -> named losses) ----------------------------------------------------------------------------
 
 
-def make_objective(config: TrainConfig, model: MeshTalk, masks: dict[str, Tensor], *, shard: BatchShard | None = None
-                   ) -> Callable[[dict[str, Tensor]], ForwardResult]:
+def make_objective(config: TrainConfig, model: MeshTalk, masks: dict[str, Tensor], *, shard: BatchShard | None = None,
+                   upper_weight: float = 1.0) -> Callable[[dict[str, Tensor]], ForwardResult]:
     """The stage's forwarder (``meshtalk.objectives``): a batch (vertices B x T x V x 3 mm, mel B x T x 80 x 101,
-    template B x V x 3) -> named scalar losses whose sum is minimised (all weights 1, as the reference) and named
-    detached outputs. Stage 1 also gets the region masks (V,) the cross-modality loss weighs with, and under
-    data parallelism this rank's ``shard`` of the batch (stage 2 has no term across the batch)."""
+    template B x V x 3) -> named scalar losses whose sum is minimised (all weights 1, as the reference, but the
+    recipe's ``upper_weight`` on the upper-face crossing term) and named detached outputs. Stage 1 also gets the
+    region masks (V,) the cross-modality loss weighs with, and under data parallelism this rank's ``shard`` of the
+    batch (stage 2 has no term across the batch)."""
     if config.stage == 1:
         regions = {k: masks[k] for k in ("mouth", "upper_face", "eyelid")}
-        return lambda batch: objectives.stage1_losses(model, batch | regions, shard=shard)
+        return lambda batch: objectives.stage1_losses(model, batch | regions, shard=shard, upper_weight=upper_weight)
     return lambda batch: objectives.stage2_losses(model, batch)
 
 
@@ -856,8 +945,10 @@ def _train(config: TrainConfig, world: World, *, trainer_state: dict[str, Any] |
     if world.launched:
         distributed.shard_dropout(model, world)
     mask_tensors = {k: torch.from_numpy(v).to(device) for k, v in masks.items()}
-    objective = make_objective(config, model, mask_tensors)  # the whole batch in this process: validation
-    train_objective = make_objective(config, model, mask_tensors, shard=world.shard(config.batch_size))
+    # The whole batch in this process: validation.
+    objective = make_objective(config, model, mask_tensors, upper_weight=recipe_state.upper_weight)
+    train_objective = make_objective(config, model, mask_tensors, shard=world.shard(config.batch_size),
+                                     upper_weight=recipe_state.upper_weight)
     if config.compile:
         for module in (model.encoder, model.decoder, model.context):
             module.compile()
@@ -870,9 +961,13 @@ def _train(config: TrainConfig, world: World, *, trainer_state: dict[str, Any] |
     else:
         seed_everything(config.seed)
 
+    parts: dict[str, float] = {}  # this rank's parts of a loss term (stage 1: the two crossing terms), logged
+
     def forward(batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         """The step's named loss terms: the objective's and the recipe's."""
         result = train_objective(batch)
+        parts.update({k: float(result.outputs[k]) for k in ("crossing_mouth", "crossing_upper")
+                      if k in result.outputs})
         return result.losses | extra_losses(config, recipe_state, batch, result, step)
 
     step_losses: Callable[[dict[str, Tensor], int], dict[str, Tensor]] = forward
@@ -881,6 +976,9 @@ def _train(config: TrainConfig, world: World, *, trainer_state: dict[str, Any] |
             model, forward, trained=[p for g in optimizer.param_groups for p in g["params"]], device=device)
     mean_faces = mean_face_table(store, statistics, identities).to(device)
     thresholds = CollapseThresholds()
+    # The monitors' earlier steps, for the trends they watch (a resumed run reads them back from its log).
+    monitor_history = [{k: v for k, v in r.items() if k not in ("type", "step", "warnings")}
+                       for r in read_log(run, "monitor")] if resumed and world.is_main else []
     monitor_noise = torch.Generator(device="cpu")
     if world.is_main:
         write_json_atomic(run / "config.json", {"config": config.to_dict(), "versions": versions(), "model": origin,
@@ -924,7 +1022,7 @@ def _train(config: TrainConfig, world: World, *, trainer_state: dict[str, Any] |
         # Every rank learns of a signal that any rank received before the step, so all stop after the same step.
         while step < config.steps and world.agree_stop(stop.received) is None:
             batch = {k: v.to(device, non_blocking=True) for k, v in next(loader).items()}
-            batch = recipe_batch(config, recipe_state, batch)
+            batch = recipe_batch(config, recipe_state, batch, mask_tensors, step)
 
             # One step: forward, guard, backward, update.
             set_train_mode(config, model)
@@ -956,8 +1054,8 @@ def _train(config: TrainConfig, world: World, *, trainer_state: dict[str, Any] |
             rate = 1.0 / max(now - timer, 1e-9) if rate == 0.0 else 0.9 * rate + 0.1 / max(now - timer, 1e-9)
             timer = now
             losses = {"loss": loss_value, **values}
-            log.write("train", step, losses=losses, lr=optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
-                      time=time.time(), steps_per_s=rate)
+            log.write("train", step, losses=losses, parts=dict(parts), lr=optimizer.param_groups[0]["lr"],
+                      grad_norm=grad_norm, time=time.time(), steps_per_s=rate)
             if bar is not None:
                 bar.update(step, losses["loss"], rate)
 
@@ -968,11 +1066,14 @@ def _train(config: TrainConfig, world: World, *, trainer_state: dict[str, Any] |
                 with isolated_rng(config.seed + step):
                     monitor_noise.manual_seed(config.seed * 7919 + step)
                     if config.stage == 1:
-                        stats = stage1_monitors(model, seen, mean_faces=mean_faces, generator=monitor_noise)
+                        stats = stage1_monitors(model, seen, mean_faces=mean_faces, generator=monitor_noise,
+                                                upper_face=mask_tensors["upper_face"])
                     else:
                         stats = stage2_monitors(model, seen, generator=monitor_noise)
                 found = collapse_warnings(stats, stage=config.stage, classes=model.config.classes,
-                                          thresholds=thresholds) if step >= thresholds.grace_steps else {}
+                                          thresholds=thresholds, history=monitor_history
+                                          ) if step >= thresholds.grace_steps else {}
+                monitor_history.append(stats)
                 log.write("monitor", step, **stats, warnings=found)
                 if bar is not None:
                     bar.show_monitors(step, stats, config.stage, found)

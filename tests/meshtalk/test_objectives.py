@@ -62,6 +62,37 @@ def test_stage1_batched_decodes_equal_three_separate_ones():
         torch.testing.assert_close(result.losses[name], value, rtol=1e-5, atol=1e-6)
 
 
+def test_upper_weight_scales_the_upper_face_crossing_term_only():
+    config = tiny_config()
+    model = MeshTalk(config).eval()
+    batch = tiny_batch(config, batch=3, frames=4)
+    results = []
+    for weight in (1.0, 5.0):
+        torch.manual_seed(3)
+        results.append(stage1_losses(model, batch, rng=random.Random(3), upper_weight=weight))
+    plain, weighted = results
+    torch.testing.assert_close(weighted.losses["recon"], plain.losses["recon"])
+    mouth, upper = plain.outputs["crossing_mouth"], plain.outputs["crossing_upper"]
+    torch.testing.assert_close(weighted.losses["modality_crossing"], mouth + 5.0 * upper)
+
+
+def test_expression_vertices_feed_the_expression_encoder_and_the_losses_keep_the_geometry():
+    """With ``expression_vertices`` the expression encoder sees them; the losses still compare with ``vertices``."""
+    config = tiny_config()
+    model = MeshTalk(config).eval()
+    batch = tiny_batch(config, batch=3, frames=4)
+    other = tiny_batch(config, batch=3, frames=4, seed=5)["vertices"]
+    seen = []
+    hook = model.encoder.expression.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    result = stage1_losses(model, batch | {"expression_vertices": other}, rng=random.Random(3))
+    hook.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], other)
+    recon = (result.outputs["geometry"] - batch["vertices"]).square().mean()
+    torch.testing.assert_close(result.losses["recon"], recon)
+    with pytest.raises(InputError, match="expression_vertices"):
+        stage1_losses(model, batch | {"expression_vertices": other[:, :2]})
+
+
 def test_masked_mean_normalises_by_the_mask_weight():
     squared = torch.ones(2, 3, 4, 3)
     weights = torch.tensor([1.0, 0.5, 0.0, 0.0])

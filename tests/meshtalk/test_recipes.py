@@ -1,5 +1,7 @@
-"""The recipe's departures from the reference: audio pre-training, the frozen and cached audio encoder, the
-information bonus, and the named ``fast`` recipe run through the trainer (tiny store, small model)."""
+"""The recipe's departures from the reference: audio and expression pre-training, the frozen and cached audio
+encoder, the frozen expression encoder, the information bonus, the region balance, the head separation, the
+lower-face swap, and the named ``fast`` and ``expressive`` recipes run through the trainer (tiny store, small
+model)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,14 @@ from meshtalk.config import MeshTalkConfig
 from meshtalk.data import WindowDataset, select_sequences
 from meshtalk.model import MeshTalk
 from meshtalk.objectives import BatchShard, stage2_losses
-from meshtalk.recipes import AudioCodeCache, information_terms, region_components
+from meshtalk.recipes import (
+    AudioCodeCache,
+    information_terms,
+    region_components,
+    region_motion_variance,
+    separation_terms,
+    swap_lower_face,
+)
 from meshtalk.train import RECIPES, TrainConfig, main_entry, merge, read_log
 
 SMALL = {"heads": 4, "classes": 8, "context_channels_per_head": 8}
@@ -155,3 +164,91 @@ def test_plot_draws_the_runs_curves(tiny_store, tmp_path):
     (empty / "log.jsonl").write_text("")
     blank = imread(plot_runs([empty], tmp_path / "blank.png"))
     assert colour(image) > 0.005 and colour(blank) < colour(image) / 5, (colour(image), colour(blank))
+
+
+def test_expressive_recipe_resolves_to_fast_plus_the_expression_path():
+    config = TrainConfig.from_dict(merge(RECIPES["expressive"], {"store": "s", "out": "o"}))
+    fast = TrainConfig.from_dict(merge(RECIPES["fast"], {"store": "s", "out": "o"}))
+    assert config.lr == fast.lr and config.model == fast.model
+    assert config.recipe.expression_pretrain_steps == 250 and config.recipe.expression_pretrain_lr == 1e-4
+    assert config.recipe.freeze_expression and config.recipe.balance_regions
+    assert config.recipe.audio_pretrain_steps == fast.recipe.audio_pretrain_steps and config.recipe.freeze_audio
+
+
+def test_swap_lower_face_keeps_the_upper_face_and_takes_the_partners_lower_face():
+    template = torch.zeros(2, 3, 3)
+    template[1] += 10.0  # another identity
+    vertices = template[:, None].repeat(1, 2, 1, 1)  # (B=2, T=2, V=3, 3)
+    vertices[0, :, :, 0] += torch.tensor([1.0, 2.0, 3.0])  # window 0 moves every vertex in x
+    vertices[1, :, :, 1] += torch.tensor([4.0, 5.0, 6.0])  # window 1 in y
+    upper = torch.tensor([1.0, 0.5, 0.0])  # vertex 0 upper face, vertex 2 lower face, vertex 1 half
+    swapped = swap_lower_face(vertices, template, upper)
+    # Window 0: vertex 0 keeps its motion, vertex 2 takes window 1's (y = 6) on its own template, vertex 1 half each.
+    torch.testing.assert_close(swapped[0, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(swapped[0, 0, 2], torch.tensor([0.0, 6.0, 0.0]))
+    torch.testing.assert_close(swapped[0, 0, 1], torch.tensor([1.0, 2.5, 0.0]))
+    torch.testing.assert_close(swapped[1, 1, 2], torch.tensor([13.0, 10.0, 10.0]))  # window 0's x on template 10
+
+
+def test_separation_terms_measure_each_heads_dependence_on_the_crossed_input():
+    B, T, H, C = 2, 3, 4, 5
+    own = torch.randn(B, T, H, C).log_softmax(-1)
+    same = torch.cat([own, own, own])
+    terms = separation_terms(same, expression_heads=1)
+    assert float(terms["expression_heads_on_audio"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(terms["audio_heads_on_expression"]) == pytest.approx(0.0, abs=1e-6)
+    crossed_audio = own.clone()
+    crossed_audio[:, :, :3] = torch.randn(B, T, 3, C).log_softmax(-1)  # only the audio heads change
+    terms = separation_terms(torch.cat([own, own, crossed_audio]), expression_heads=1)
+    assert float(terms["expression_heads_on_audio"]) == pytest.approx(0.0, abs=1e-6)  # head 3 unchanged
+    crossed_expression = own.clone()
+    crossed_expression[:, :, :3] = crossed_audio[:, :, :3]
+    terms = separation_terms(torch.cat([own, crossed_expression, own]), expression_heads=1)
+    kl = (own[:, :, :3].exp() * (own[:, :, :3] - crossed_audio[:, :, :3])).sum(-1).mean()
+    assert float(terms["audio_heads_on_expression"]) == pytest.approx(float(kl), rel=1e-5)
+    assert set(separation_terms(same, expression_heads=H)) == {"expression_heads_on_audio"}
+
+
+def test_region_motion_variance_is_the_squared_distance_from_each_sentences_mean(tiny_store):
+    store = Store(tiny_store)
+    entries = select_sequences(store, split="sentence", subset="train")
+    masks = {k: v for k, v in store.masks().items() if k in ("mouth", "upper_face")}
+    variance = region_motion_variance(store, entries, masks, max_frames=10**6)
+    total = dict.fromkeys(masks, 0.0)
+    frames = 0
+    for entry in entries:
+        x = np.asarray(store.open_sequence(entry.path).vertices[:], np.float64)
+        squared = ((x - x.mean(0)) ** 2).sum(-1)  # (T, V)
+        for name, mask in masks.items():
+            total[name] += float((squared * mask).sum() / mask.sum())
+        frames += len(x)
+    for name in masks:
+        assert variance[name] == pytest.approx(total[name] / frames, rel=1e-5)
+        assert variance[name] > 0
+
+
+def test_expressive_recipe_pretrains_and_freezes_the_expression_encoder(tiny_store, tmp_path):
+    out = tmp_path / "expressive"
+    recipe = {"audio_pretrain_steps": 2, "audio_pretrain_batch": 4, "audio_pretrain_components": 4,
+              "expression_pretrain_steps": 3, "expression_pretrain_batch": 2, "expression_pretrain_frames": 8,
+              "expression_pretrain_components": 4}
+    settings = merge(fast_settings(tiny_store, out), {"recipe": {**RECIPES["expressive"]["recipe"], **recipe}})
+    main_entry(settings, resume=False, progress=False)
+    messages = [r["message"] for r in read_log(out, "recipe")]
+    assert messages.index("audio pre-training done") < messages.index("expression pre-training done")
+    balanced = next(r for r in read_log(out, "recipe") if r["message"] == "regions balanced")
+    assert balanced["upper_weight"] == pytest.approx(balanced["mouth_variance_mm2"]
+                                                     / balanced["upper_face_variance_mm2"])
+    fresh = small_model()
+    middle = load_checkpoint(out / "checkpoints" / "step-0000002.pt").model.state_dict()
+    last = load_checkpoint(out / "last.pt").model.state_dict()
+    keys = [k for k in last if k.startswith("encoder.expression.") and not k.endswith(("mean", "stddev"))]
+    assert keys and all(torch.equal(middle[k], last[k]) for k in keys)  # frozen in stage 1
+    assert any(not torch.equal(fresh.state_dict()[k], last[k]) for k in keys)  # moved by its pre-training
+    train = read_log(out, "train")
+    for record in train:  # the upper-face term weighed by the measured ratio
+        losses, parts = record["losses"], record["parts"]
+        assert losses["modality_crossing"] == pytest.approx(
+            parts["crossing_mouth"] + balanced["upper_weight"] * parts["crossing_upper"], rel=1e-5)
+    monitors = read_log(out, "monitor")
+    assert all({"expression_ratio", "upper_ratio"} <= set(r) for r in monitors)
