@@ -8,9 +8,11 @@ the synth truth records both curves. Per frame and path:
 - mouth opening: change of the distance between the upper- and lower-lip-centre landmarks, mm;
 - audio envelope: RMS of the stored 16 kHz audio over the frame's 1/30 s.
 Paths: `truth` (the tracked mesh), `reconstruction` (expression + audio code, argmax), `audio_sampled` (the context
-model's samples at temperature 1, `--samples` seeds, smoothed as the reference does). Correlations are pooled over
-the test frames after removing each sentence's mean; `*_lag` is the largest |r| over lags of +-0.5 s. A path whose
-signal moves by less than 1% of the truth's has no correlation (null): it does not move.
+model's samples at temperature 1, `--samples` seeds, smoothed as the reference does, each sample a series of its
+own: what a user sees), `audio_sampled_mean` (the samples' average per frame, as this script measured before
+2026-12: not a sample; where the samples differ it moves less, by up to sqrt(samples)). Statistics are pooled
+over the test frames (and samples) after removing each series' mean; `*_lag` is the largest |r| over lags of
++-0.5 s. A path whose signal moves by less than 1% of the truth's has no correlation (null): it does not move.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ def measure(raw: Path, store_path: Path, checkpoint: Path, *, samples: int, seed
     smoothing = [torch.from_numpy(np.asarray(masks[k], np.float32)) for k in ("forehead", "neck")]
     manifest = read_manifest(raw)
     index_of = {i["folder"]: i["index"] for i in manifest["identities"]}
-    paths = ("truth", "reconstruction", "audio_sampled")
+    paths = ("truth", "reconstruction", "audio_sampled", "audio_sampled_mean")
     brow: dict[str, list[np.ndarray]] = {p: [] for p in paths}
     mouth: dict[str, list[np.ndarray]] = {p: [] for p in paths}
+    sentence: dict[str, list[int]] = {p: [] for p in paths}  # which test sentence each series belongs to
     brow_true, mouth_true, env = [], [], []
     entries = select_sequences(store, split="sentence", subset="test")
     for index, entry in enumerate(entries):
@@ -60,18 +63,21 @@ def measure(raw: Path, store_path: Path, checkpoint: Path, *, samples: int, seed
         audio = audio_codes(model, seq)
         vertices = torch.from_numpy(seq.vertices)[None]
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        sampled = [smooth_regions(s, smoothing).numpy() for s in decode_samples(
+            model, audio.expand(samples, -1, -1), torch.from_numpy(template)[None].expand(samples, -1, -1),
+            generator=generator)]
         predictions = {
             "truth": [seq.vertices],
             "reconstruction": [reconstruct(model, audio, vertices, torch.from_numpy(template)[None])[0].numpy()],
-            "audio_sampled": [smooth_regions(s, smoothing).numpy() for s in decode_samples(
-                model, audio.expand(samples, -1, -1), torch.from_numpy(template)[None].expand(samples, -1, -1),
-                generator=generator)],
+            "audio_sampled": sampled,  # each sample is a series of its own: what a user sees
+            "audio_sampled_mean": [np.mean(sampled, axis=0)],  # the samples' average (not a sample: it is smoother)
         }
         lip_gap = np.linalg.norm(template[up] - template[low])
         for name, geometries in predictions.items():
-            brow[name].append(np.mean([(g[:, forehead, 1] - template[forehead, 1]).mean(1) for g in geometries], 0))
-            mouth[name].append(np.mean([np.linalg.norm(g[:, up] - g[:, low], axis=-1) - lip_gap for g in geometries],
-                                       0))
+            for g in geometries:
+                brow[name].append((g[:, forehead, 1] - template[forehead, 1]).mean(1))
+                mouth[name].append(np.linalg.norm(g[:, up] - g[:, low], axis=-1) - lip_gap)
+                sentence[name].append(index)
         truth = read_sequence_truth(raw, entry.identity, entry.sequence)
         brow_true.append(truth["brow_raise_mm"][: seq.n_frames])
         mouth_true.append(truth["mouth_open_mm"][: seq.n_frames])
@@ -81,16 +87,18 @@ def measure(raw: Path, store_path: Path, checkpoint: Path, *, samples: int, seed
                     "truth_curves": {"brow_vs_envelope_lag": max_lag_corr(brow_true, env),
                                      "mouth_vs_envelope_lag": max_lag_corr(mouth_true, env)}}
     for name in paths:
+        of = lambda curves, name=name: [curves[i] for i in sentence[name]]  # noqa: E731
         moves_brow = pooled_std(brow[name]) > NO_MOTION * pooled_std(brow["truth"])
         moves_mouth = pooled_std(mouth[name]) > NO_MOTION * pooled_std(mouth["truth"])
         result[name] = {
+            "series": len(brow[name]),
             "brow_std_mm": pooled_std(brow[name]),
             "brow_std_ratio": pooled_std(brow[name]) / pooled_std(brow["truth"]),
-            "brow_vs_true_brow": pooled_corr(brow[name], brow_true) if moves_brow else None,
-            "brow_vs_envelope": pooled_corr(brow[name], env) if moves_brow else None,
-            "brow_vs_envelope_lag": max_lag_corr(brow[name], env) if moves_brow else None,
+            "brow_vs_true_brow": pooled_corr(brow[name], of(brow_true)) if moves_brow else None,
+            "brow_vs_envelope": pooled_corr(brow[name], of(env)) if moves_brow else None,
+            "brow_vs_envelope_lag": max_lag_corr(brow[name], of(env)) if moves_brow else None,
             "mouth_std_ratio": pooled_std(mouth[name]) / pooled_std(mouth["truth"]),
-            "mouth_vs_true_mouth": pooled_corr(mouth[name], mouth_true) if moves_mouth else None,
+            "mouth_vs_true_mouth": pooled_corr(mouth[name], of(mouth_true)) if moves_mouth else None,
         }
     return result
 
@@ -107,11 +115,11 @@ def main() -> None:
     result = measure(args.raw, args.store, args.checkpoint, samples=args.samples, seed=args.seed)
     args.out.write_text(json.dumps(result, indent=1))
     show = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
-    print(f"{'path':<16}{'brow std/true':>14}{'brow r true':>12}{'brow r audio':>13}{'(best lag)':>11}"
+    print(f"{'path':<20}{'brow std/true':>14}{'brow r true':>12}{'brow r audio':>13}{'(best lag)':>11}"
           f"{'mouth r true':>13}")
-    for name in ("truth", "reconstruction", "audio_sampled"):
+    for name in ("truth", "reconstruction", "audio_sampled", "audio_sampled_mean"):
         r = result[name]
-        print(f"{name:<16}{r['brow_std_ratio']:>14.3f}{show(r['brow_vs_true_brow']):>12}"
+        print(f"{name:<20}{r['brow_std_ratio']:>14.3f}{show(r['brow_vs_true_brow']):>12}"
               f"{show(r['brow_vs_envelope']):>13}{show(r['brow_vs_envelope_lag']):>11}"
               f"{show(r['mouth_vs_true_mouth']):>13}")
     print(f"wrote {args.out}")
