@@ -1,9 +1,11 @@
 """``meshtalk plot``: the curves of training runs (``RUN/log.jsonl``) in one PNG.
 
 Panels: stage 1's losses, the code's use (per-head perplexity of the argmax labels, information in nats, flip
-rate), whether the decoder uses the code (recon over the mean-face recon, shuffle change over the mean-face recon),
-stage 2's cross-entropy against the label histogram's entropy with its accuracy, the audio pre-training of the
-recipe (``meshtalk.recipes``) and validation lip error over the template's. A panel without data says so.
+rate), whether the decoder uses the code and its expression part (recon over the mean-face recon, shuffle change
+over the mean-face recon, the upper face's change when the expression codes are swapped, the upper-face crossing
+term over the mean face's), stage 2's cross-entropy against the label histogram's entropy with its accuracy, the
+recipe's pre-trainings (``meshtalk.recipes``: one series per encoder) and validation lip error over the template's.
+A panel without data says so.
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ def plot_runs(runs: list[str | Path], out: str | Path, *, title: str | None = No
                                                     ("losses", "landmarks")], 1, "log"),
         (0, 1): ("code use (stage 1 monitors)", "monitor", [("perplexity", None), ("information", None),
                                                               ("flip_rate", None)], 1, "linear"),
-        (0, 2): ("does the decoder use the code?", "monitor", [("recon_ratio", None), ("shuffle_ratio", None)], 1,
-                 "log"),
+        (0, 2): ("does the decoder use the code (and the expression)?", "monitor",
+                 [("recon_ratio", None), ("shuffle_ratio", None), ("expression_ratio", None), ("upper_ratio", None)],
+                 1, "log"),
         (1, 0): ("stage 2 (context model)", "monitor", [("cross_entropy", None), ("marginal_entropy", None),
                                                           ("accuracy", None)], 2, "linear"),
-        (1, 1): ("audio pre-training (recipe)", "recipe", [("loss", None), ("r_first_component", None)], 1,
-                 "linear"),
+        (1, 1): ("pre-training (recipe)", "recipe", [("loss", None), ("r_first_component", None)], 1, "linear"),
         (1, 2): ("validation lve_max / template", "val", [("lve_ratio", None)], None, "linear"),
     }
     for (row, col), (name, kind, keys, stage, scale) in panels.items():
@@ -53,15 +55,14 @@ def plot_runs(runs: list[str | Path], out: str | Path, *, title: str | None = No
             run_stage = _stage(run)
             if stage is not None and run_stage != stage:
                 continue
-            chosen = [r for r in records if r["type"] == kind and (kind != "recipe" or "pretrain_step" in r)]
-            for key, inner in keys:
-                steps, values = _series(chosen, key, inner)
-                if values:
-                    label = inner or key
-                    ax.plot(steps, values, marker="." if len(values) <= 100 else None, markersize=3,
-                            linewidth=1.5 if len(values) <= 100 else 0.6,
-                            label=label if len(logs) == 1 else f"{run.name}: {label}")
-                    drawn = True
+            for group, chosen in _groups(records, kind).items():
+                for key, inner in keys:
+                    steps, values = _series(chosen, key, inner)
+                    if values:
+                        label = " ".join(x for x in (run.name if len(logs) > 1 else "", group, inner or key) if x)
+                        ax.plot(steps, values, marker="." if len(values) <= 100 else None, markersize=3,
+                                linewidth=1.5 if len(values) <= 100 else 0.6, label=label)
+                        drawn = True
         ax.set_title(name)
         ax.set_xlabel("pre-training step" if kind == "recipe" else "step")
         if drawn:
@@ -75,6 +76,18 @@ def plot_runs(runs: list[str | Path], out: str | Path, *, title: str | None = No
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=90)
     return out
+
+
+def _groups(records: list[dict[str, Any]], kind: str) -> dict[str, list[dict[str, Any]]]:
+    """The records of ``kind``, one group per series: the pre-training records by encoder (their message starts
+    with "audio pre-training" or "expression pre-training"), anything else as one group."""
+    chosen = [r for r in records if r["type"] == kind and (kind != "recipe" or "pretrain_step" in r)]
+    if kind != "recipe":
+        return {"": chosen}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in chosen:
+        groups.setdefault(str(r.get("message", "")).split(" pre-training")[0] + ":", []).append(r)
+    return groups
 
 
 def _stage(run: Path) -> int | None:

@@ -5,6 +5,7 @@
 #   synth (4 identities x 30 sentences of 3 s) -> ingest -> masks -> splits -> statistics
 #   -> stage 1 and stage 2 with --recipe expressive (H = 8, C = 32) -> evaluate the 12 held-out test sentences
 #   -> brow and mouth motion against the synth truth and the audio -> the criteria -> the monitor curves (PNG)
+#   -> a grid of frames where the brows differ (truth, reconstruction, two samples; PNG)
 # Usage: bash pipelines/learn/run.sh [OUT_DIR]     (default: out/learn). Re-running resumes every step.
 # STEPS1, STEPS2 set the step counts (2000, 1000); RECIPE=fast or RECIPE=reference runs the same with that recipe.
 set -euo pipefail
@@ -55,8 +56,12 @@ step "the criteria (docs/training.md, \"Recipe\")"
 .venv/bin/python pipelines/learn/acceptance.py --evaluation "$OUT/evaluation.json" --brows "$OUT/brows.json" \
     --out "$OUT/acceptance.json"
 $MESHTALK plot "$OUT/stage1" "$OUT/stage2" --out "$OUT/curves.png" --title "recipe $RECIPE: stage 1 + stage 2"
+step "frames where the brows differ: truth, reconstruction, two samples ($OUT/brow_frames.png)"
+.venv/bin/python pipelines/learn/brow_frames.py --raw "$OUT/raw" --store "$OUT/store" \
+    --checkpoint "$OUT/stage2/last.pt" --out "$OUT/brow_frames.png"
 
 step "done"
 echo "from an empty folder: $((TRAINED / 60)) min $((TRAINED % 60)) s to the end of stage 2, $((SECONDS / 60)) min $((SECONDS % 60)) s in all"
-echo "metrics: $OUT/evaluation.json   brows: $OUT/brows.json   criteria: $OUT/acceptance.json   curves: $OUT/curves.png"
+echo "metrics: $OUT/evaluation.json   brows: $OUT/brows.json   criteria: $OUT/acceptance.json"
+echo "curves: $OUT/curves.png   brow frames: $OUT/brow_frames.png"
 echo "runs: $OUT/stage1 $OUT/stage2"

@@ -252,3 +252,15 @@ def test_expressive_recipe_pretrains_and_freezes_the_expression_encoder(tiny_sto
             parts["crossing_mouth"] + balanced["upper_weight"] * parts["crossing_upper"], rel=1e-5)
     monitors = read_log(out, "monitor")
     assert all({"expression_ratio", "upper_ratio"} <= set(r) for r in monitors)
+
+
+def test_plot_draws_one_pretraining_series_per_encoder():
+    from meshtalk.plots import _groups
+
+    records = [{"type": "recipe", "step": 0, "message": f"{encoder} pre-training step {k}/2", "pretrain_step": k,
+                "loss": 1.0 / k} for encoder in ("audio", "expression") for k in (1, 2)]
+    records.append({"type": "recipe", "step": 0, "message": "audio codes cached"})  # no pretrain_step: not drawn
+    groups = _groups(records, "recipe")
+    assert {g: [r["pretrain_step"] for r in rs] for g, rs in groups.items()} == {"audio:": [1, 2],
+                                                                                  "expression:": [1, 2]}
+    assert _groups([{"type": "monitor", "step": 5}, *records], "monitor") == {"": [{"type": "monitor", "step": 5}]}
