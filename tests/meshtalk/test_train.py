@@ -195,7 +195,7 @@ def test_nan_guard_catches_a_term_added_by_the_recipe(tiny_store, tmp_path, monk
     def poisoned(config, state, batch, result, step):
         return {"bonus": torch.tensor(float("inf"))} if step == 1 else {}
 
-    monkeypatch.setattr(train_module, "extra_losses", poisoned)
+    monkeypatch.setattr("meshtalk.train.recipe.extra_losses", poisoned)  # where the loop looks its hooks up
     with pytest.raises(TrainingError, match=r"^step 2: non-finite loss \(.*bonus=inf\) on the batch of m--"):
         main_entry(settings(tiny_store, tmp_path / "inf", steps=3, val_every=0), resume=False, progress=False)
     assert [r["step"] for r in read_log(tmp_path / "inf", "train")] == [1]
