@@ -37,8 +37,9 @@ $FACEDATA stats --store "$OUT/store" --report "$OUT/report"
 step "7. verify every array against the manifests"
 $FACEDATA verify --store "$OUT/store"
 
-# Training: the `fast` recipe (docs/training.md, "Recipe": audio pre-training, a frozen audio encoder, an
-# information bonus, lr 1e-3) on a small model for short runs, so that the whole demo takes minutes on 2 CPU cores;
+# Training: the `expressive` recipe (docs/training.md, "Recipe": the audio and expression encoders pre-trained on
+# the mouth and the upper face and frozen, an information bonus, lr 1e-3, the upper face's crossing term in units of
+# its motion) on a small model for short runs, so that the whole demo takes minutes on 2 CPU cores;
 # the reference recipe collapses at this size and length. One torch thread: on 2 cores shared with a loader
 # worker, two threads made a training step slower.
 SMALL=(--set model.heads=4 --set model.classes=16 --set 'model.decoder_hidden=[128,64,32]'
@@ -51,12 +52,12 @@ train() {
     if [ -f "$run/last.pt" ]; then $MESHTALK train --out "$run" --resume; else $MESHTALK train --out "$run" "$@"; fi
 }
 
-step "8. train stage 1: audio pre-training, then the encoders and the decoder, small config, 600 steps ($OUT/stage1)"
-train "$OUT/stage1" --store "$OUT/store" --stage 1 --recipe fast --set recipe.audio_pretrain_steps=100 --steps 600 \
+step "8. train stage 1: audio and expression pre-training, then stage 1, small config, 600 steps ($OUT/stage1)"
+train "$OUT/stage1" --store "$OUT/store" --stage 1 --recipe expressive --set recipe.audio_pretrain_steps=100 --steps 600 \
     --batch-size 8 --frames 16 --workers 1 "${SMALL[@]}"
 
 step "9. train stage 2: the context model on the frozen stage-1 codes, 300 steps ($OUT/stage2)"
-train "$OUT/stage2" --store "$OUT/store" --stage 2 --recipe fast --init-from "$OUT/stage1/last.pt" --steps 300 \
+train "$OUT/stage2" --store "$OUT/store" --stage 2 --recipe expressive --init-from "$OUT/stage1/last.pt" --steps 300 \
     --batch-size 8 --frames 32 --workers 1
 
 step "10. evaluate on the test sentences of the sentence split (never seen in training)"
