@@ -1,0 +1,202 @@
+"""Nothing lost in meshtalk's writers.
+
+- checkpoints (``meshtalk.checkpoint.save_checkpoint``, hence every ``meshtalk train`` checkpoint): a checkpoint
+  that cannot fit is refused before it is written, a disk that fills during the write leaves the previous file and
+  no temporary, a kill in the middle of the write leaves the previous ``last.pt``; the run stops with one line and
+  ``--resume`` reproduces the uninterrupted run's losses bit for bit.
+
+Two disks, as in tests/facedata/test_full_disk.py: a ``FakeDisk`` that refuses writes past a capacity (CI), and a
+real tmpfs of a few MB when the tests run as root (skipped elsewhere). ``benchmarks/kill_trials.py --commands
+train`` kills ``meshtalk train`` ten times at random points of its checkpoint writes with the checks used here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from checkpoint_faults import (
+    check_stopped_run,
+    checkpoint_names,
+    cli_args,
+    cut_writes_of,
+    fake_disk,
+    losses,
+    resize_tmpfs,
+    run_settings,
+    small_tmpfs,
+    step_temporaries,
+    store_bytes,
+    temporaries,
+    train_child,
+)
+from test_animate import run_cli
+from tiny_models import single_thread, tiny_config  # noqa: F401
+
+import meshtalk.checkpoint as checkpoint_module
+from facedata.errors import DiskFullError
+from meshtalk.checkpoint import (
+    checkpoint_bytes,
+    load_checkpoint,
+    remove_stale_checkpoint_temporaries,
+    save_checkpoint,
+)
+from meshtalk.model import MeshTalk
+from meshtalk.train import main_entry
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+def _one_line(message: str, start: object, *words: str) -> None:
+    assert "\n" not in message and message.startswith(str(start)), message
+    for word in words:
+        assert word in message, (word, message)
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------------
+
+
+def _tiny(seed: int = 0) -> MeshTalk:
+    torch.manual_seed(seed)
+    return MeshTalk(tiny_config())
+
+
+def test_the_size_estimate_is_what_the_file_takes_or_a_little_more(tmp_path, reference_run):
+    path = save_checkpoint(tmp_path / "model.pt", _tiny(), extra={"note": "x"})
+    payload = torch.load(path, weights_only=True)
+    assert path.stat().st_size <= checkpoint_bytes(payload) <= path.stat().st_size * 1.01 + 70_000
+    # A trainer's checkpoint: weights, Adam's two moments, RNG states, the config.
+    trained = reference_run / "last.pt"
+    payload = torch.load(trained, weights_only=True)
+    estimate, size = checkpoint_bytes(payload), trained.stat().st_size
+    assert size <= estimate <= size * 1.01, (estimate, size)
+
+
+def test_a_checkpoint_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "model.pt", _tiny(0))
+    before = path.read_bytes()
+    payload = torch.load(path, weights_only=True)
+    disk = fake_disk(tmp_path, store_bytes(tmp_path) + checkpoint_bytes(payload) // 2, monkeypatch)
+    with pytest.raises(DiskFullError) as refused:
+        save_checkpoint(path, _tiny(1))
+    free = shutil.disk_usage(tmp_path).free
+    _one_line(str(refused.value), path, "not enough free space for the checkpoint",
+              f"expected about {checkpoint_bytes(payload):,} bytes", f"got {free:,} bytes free",
+              "the files written before are intact")
+    assert disk.refused == 0, "nothing was even tried"
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_a_disk_that_fills_during_a_checkpoint_write_leaves_the_previous_file_and_no_temporary(tmp_path,
+                                                                                                monkeypatch):
+    path = save_checkpoint(tmp_path / "model.pt", _tiny(0))
+    before = load_checkpoint(path).model.state_dict()
+    cut = cut_writes_of(monkeypatch, checkpoint_module, r"^\.model\.pt\.", after_bytes=path.stat().st_size // 2)
+    with pytest.raises(DiskFullError) as stopped:
+        save_checkpoint(path, _tiny(1))
+    assert len(cut) == 1 and Path(cut[0]).name.startswith(f".model.pt.{os.getpid()}-")
+    _one_line(str(stopped.value), path, "disk full while writing the checkpoint (expected room for about",
+              "free)", "no partial file is left")
+    after = load_checkpoint(path).model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_the_next_checkpoint_removes_the_temporaries_of_killed_writers(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    left = folder / f".step-0000004.pt.{dead.pid}-0123abcd.tmp"  # a killed run's, of a name never written again
+    alive = folder / f".step-0000006.pt.{os.getpid()}-4567cdef.tmp"  # a live writer's: kept
+    for p in (left, alive):
+        p.write_bytes(b"part")
+    save_checkpoint(folder / "step-0000002.pt", _tiny())
+    assert sorted(p.name for p in folder.iterdir()) == [alive.name, "step-0000002.pt"]
+    assert remove_stale_checkpoint_temporaries(folder) == 0
+
+
+# --- the trainer's checkpoints ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_store, tmp_path_factory) -> Path:
+    """Four stage-1 steps, uninterrupted, a checkpoint every 2: the losses every stopped run must reproduce."""
+    out = tmp_path_factory.mktemp("faults") / "reference"
+    main_entry(run_settings(tiny_store, out), resume=False, progress=False)
+    return out
+
+
+def test_a_full_disk_at_a_checkpoint_stops_the_run_in_one_line_and_resume_reproduces_the_losses(
+        tiny_store, reference_run, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    size = (reference_run / "checkpoints" / "step-0000004.pt").stat().st_size
+    cut = cut_writes_of(monkeypatch, checkpoint_module, r"^\.step-0000004\.pt\.", after_bytes=size // 2)
+    code, _, err = run_cli(monkeypatch, capsys, *cli_args(run_settings(tiny_store, run)))
+    assert code == 1 and len(cut) == 1
+    target = run / "checkpoints" / "step-0000004.pt"
+    # The trainer's own progress lines (a warning about the tiny store's statistics) come first; the error is the
+    # last line, whole.
+    lines = err.rstrip("\n").split("\n")
+    assert err.endswith("\n") and [line for line in lines if line.startswith("error:")] == lines[-1:], err
+    _one_line(lines[-1], f"error: {target}: disk full while writing the checkpoint (expected room for about",
+              "free); no partial file is left and", f"{run / 'last.pt'} (the previous checkpoint) is intact",
+              f"`meshtalk train --out {run} --resume`")
+    assert checkpoint_names(run) == ["step-0000002.pt"] and step_temporaries(run) == []
+    assert losses(run) == losses(reference_run)  # the steps ran; their checkpoint was what failed
+    monkeypatch.undo()  # space is freed
+    assert check_stopped_run(run, reference_run) == 2
+
+
+def test_a_checkpoint_that_cannot_fit_stops_the_run_before_it_is_written(tiny_store, reference_run, tmp_path,
+                                                                         monkeypatch):
+    run = tmp_path / "run"
+    size = (reference_run / "checkpoints" / "step-0000002.pt").stat().st_size
+    # Room for the run's small files and one checkpoint and a half: the second one is refused.
+    disk = fake_disk(run, int(1.5 * size) + 400_000, monkeypatch)
+    with pytest.raises(DiskFullError) as refused:
+        main_entry(run_settings(tiny_store, run), resume=False, progress=False)
+    _one_line(str(refused.value), run / "checkpoints" / "step-0000004.pt",
+              "not enough free space for the checkpoint (expected about", " bytes free, ",
+              f"{run / 'last.pt'} (the previous checkpoint) is intact")
+    assert disk.refused == 0 and checkpoint_names(run) == ["step-0000002.pt"]
+    disk.capacity_bytes = 100 * size  # space is freed
+    assert check_stopped_run(run, reference_run) == 2
+
+
+def test_a_real_tmpfs_that_fills_at_a_checkpoint(tiny_store, reference_run, tmp_path, monkeypatch):
+    size = (reference_run / "checkpoints" / "step-0000002.pt").stat().st_size
+    pages = -(-int(1.5 * size + 600_000) // 4096) * 4096
+    with small_tmpfs(tmp_path / "disk", pages) as disk:
+        run = disk / "run"
+        # The estimate made small: the second checkpoint starts, and the kernel's ENOSPC cuts it midway.
+        monkeypatch.setattr(checkpoint_module, "checkpoint_bytes", lambda payload: 4096)
+        with pytest.raises(DiskFullError) as stopped:
+            main_entry(run_settings(tiny_store, run), resume=False, progress=False)
+        _one_line(str(stopped.value), run / "checkpoints" / "step-0000004.pt",
+                  "disk full while writing the checkpoint", "(the previous checkpoint) is intact")
+        assert checkpoint_names(run) == ["step-0000002.pt"] and temporaries(run) == []
+        monkeypatch.undo()
+        # Resumed on the same full disk: the steps run again and the checkpoint is refused before it is written.
+        with pytest.raises(DiskFullError, match="not enough free space for the checkpoint"):
+            main_entry({"out": str(run)}, resume=True, progress=False)
+        assert temporaries(run) == []
+        resize_tmpfs(disk, 4 * pages)  # space is freed
+        assert check_stopped_run(run, reference_run) == 2
+
+
+def test_a_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one_and_resume_reproduces_the_losses(
+        tiny_store, reference_run, tmp_path):
+    run = tmp_path / "killed"
+    half = (reference_run / "checkpoints" / "step-0000004.pt").stat().st_size // 2
+    child = train_child(cli_args(run_settings(tiny_store, run)), threads=torch.get_num_threads(), pause=(2, half))
+    assert child.paused and child.killed, child.stderr
+    left = step_temporaries(run)
+    assert len(left) == 1 and left[0].startswith(f".step-0000004.pt.{child.pid}-")
+    assert (run / "checkpoints" / left[0]).stat().st_size >= half
+    assert checkpoint_names(run) == sorted(["step-0000002.pt", left[0]])
+    assert check_stopped_run(run, reference_run, killed_pid=child.pid) == 2  # and the temporary is gone
