@@ -188,6 +188,8 @@ def animate(
     threads: Annotated[int, typer.Option(min=1, help="torch threads; one was faster on 2 busy cores.")] = 1,
     audio_frontend: Annotated[str, typer.Option(help=AUDIO_FRONTEND_HELP)] = "utterance",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:i]: where the model runs.")] = "auto",
+    ignore_free_space: Annotated[bool, typer.Option("--ignore-free-space", help="Start even when the outputs' "
+                                                    "estimated size exceeds the free disk space.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print each stage's time and the real-time "
                                           "factor.")] = False,
 ) -> None:
@@ -199,7 +201,7 @@ def animate(
         smoothing=smoothing, samples=samples, seed=seed, argmax=argmax,
         segment_frames=round(segment_seconds * 30) if segment_seconds > 0 else None, obj=obj,
         video=VideoOptions(width_px=width, height_px=height, yaw_deg=yaw, pitch_deg=pitch) if video else None,
-        threads=threads, device=device, audio_frontend=audio_frontend,
+        threads=threads, device=device, audio_frontend=audio_frontend, ignore_free_space=ignore_free_space,
         progress=typer.echo if verbose else None)
     if verbose:
         for stage, seconds in result.times.items():

@@ -3,7 +3,10 @@
 - checkpoints (``meshtalk.checkpoint.save_checkpoint``, hence every ``meshtalk train`` checkpoint): a checkpoint
   that cannot fit is refused before it is written, a disk that fills during the write leaves the previous file and
   no temporary, a kill in the middle of the write leaves the previous ``last.pt``; the run stops with one line and
-  ``--resume`` reproduces the uninterrupted run's losses bit for bit.
+  ``--resume`` reproduces the uninterrupted run's losses bit for bit;
+- ``meshtalk animate``: outputs that cannot fit are refused before the model runs; a disk that fills while the
+  frames, the OBJ frames, the npz or the MP4 are written stops it with one line and leaves every output its
+  previous version or its new one, whole.
 
 Two disks, as in tests/facedata/test_full_disk.py: a ``FakeDisk`` that refuses writes past a capacity (CI), and a
 real tmpfs of a few MB when the tests run as root (skipped elsewhere). ``benchmarks/kill_trials.py --commands
@@ -12,12 +15,15 @@ train`` kills ``meshtalk train`` ten times at random points of its checkpoint wr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from checkpoint_faults import (
@@ -35,11 +41,18 @@ from checkpoint_faults import (
     temporaries,
     train_child,
 )
-from test_animate import run_cli
+from test_animate import face_files, run_cli  # noqa: F401
 from tiny_models import single_thread, tiny_config  # noqa: F401
 
+import meshtalk.animation_file as animation_file
 import meshtalk.checkpoint as checkpoint_module
 from facedata.errors import DiskFullError
+from facedata.meshio import read_obj
+from meshtalk.animate import VideoOptions, animate_file
+from meshtalk.animate.face import (
+    Face,
+)
+from meshtalk.animate.run import output_bytes
 from meshtalk.checkpoint import (
     checkpoint_bytes,
     load_checkpoint,
@@ -50,6 +63,9 @@ from meshtalk.model import MeshTalk
 from meshtalk.train import main_entry
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+SMALL_VIDEO = VideoOptions(width_px=96, height_px=80)
+
 
 def _one_line(message: str, start: object, *words: str) -> None:
     assert "\n" not in message and message.startswith(str(start)), message
@@ -200,3 +216,181 @@ def test_a_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one_and_r
     assert (run / "checkpoints" / left[0]).stat().st_size >= half
     assert checkpoint_names(run) == sorted(["step-0000002.pt", left[0]])
     assert check_stopped_run(run, reference_run, killed_pid=child.pid) == 2  # and the temporary is gone
+
+
+# --- meshtalk animate's outputs --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def face(face_files) -> Path:  # noqa: F811
+    """test_animate.py's face files (a face-sized cap of 61 vertices as OBJ, forehead/neck masks, a 3 s WAV) with its
+    tiny model (mean face = the cap, std 2 mm) as a stage-2 and a stage-1 checkpoint."""
+    model = load_checkpoint(face_files / "tiny.pt").model
+    save_checkpoint(face_files / "stage2.pt", model, extra={"stage": 2, "step": 10})
+    save_checkpoint(face_files / "stage1.pt", model, extra={"stage": 1, "step": 10})
+    return face_files
+
+
+def _animate(face: Path, out: Path, **options):
+    defaults = {"template": face / "face.obj", "masks_dir": face / "masks", "video": SMALL_VIDEO, "obj": True}
+    return animate_file(face / options.pop("checkpoint", "stage2.pt"), options.pop("audio", face / "speech.wav"), out,
+                        **{**defaults, **options})
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _same_animation(ours: dict[str, bytes], theirs: dict[str, bytes]) -> bool:
+    """The same outputs of two runs: every file by its bytes, but the npz by its arrays (zip headers hold the time
+    of writing) and the MP4 by its frames."""
+    import io
+
+    from facedata.video import probe_media
+
+    if set(ours) != set(theirs):
+        return False
+    for name, data in ours.items():
+        if name.endswith(".npz"):
+            with np.load(io.BytesIO(data)) as a, np.load(io.BytesIO(theirs[name])) as b:
+                if set(a.files) != set(b.files) or not all(np.array_equal(a[k], b[k]) for k in a.files):
+                    return False
+        elif name.endswith(".mp4"):
+            frames = []
+            for version in (data, theirs[name]):
+                with open_temporary_mp4(version) as path:
+                    frames.append(probe_media(path).video_frames)
+            if frames[0] != frames[1]:
+                return False
+        elif data != theirs[name]:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def open_temporary_mp4(data: bytes):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "video.mp4"
+        path.write_bytes(data)
+        yield path
+
+
+@pytest.fixture(scope="module")
+def previous(face, tmp_path_factory) -> tuple[Path, dict[str, bytes], dict[str, bytes]]:
+    """An output folder of an earlier run (seed 1) and the files of it and of an uninterrupted run of seed 2."""
+    root = tmp_path_factory.mktemp("outputs")
+    _animate(face, root / "old", seed=1)
+    _animate(face, root / "new", seed=2)
+    return root / "old", _files(root / "old"), _files(root / "new")
+
+
+def test_animate_refuses_before_starting_when_the_outputs_cannot_fit(face, previous, tmp_path, monkeypatch):
+    _, _, new = previous
+    anim = read_face_of(face)
+    needed = output_bytes(samples=1, n_frames=90, heads=3, face=anim, obj=True, video=SMALL_VIDEO)
+    written = sum(-(-len(data) // 4096) * 4096 for data in new.values())
+    assert written <= needed <= 2 * written, (written, needed)  # the peak: the npz beside its scratch files
+    disk = fake_disk(tmp_path, needed // 2, monkeypatch)
+    out = tmp_path / "out"
+    with pytest.raises(DiskFullError) as refused:
+        _animate(face, out, seed=2)
+    _one_line(str(refused.value), out, "not enough free space for the animation",
+              f"expected about {needed:,} bytes, ", "for animation.npz and its scratch files, the OBJ frames, the MP4;",
+              f"got {shutil.disk_usage(tmp_path).free:,} bytes free", "nothing was written",
+              "write less (without --obj or --no-video)", "--ignore-free-space")
+    assert not out.exists() and disk.refused == 0
+    with pytest.raises(DiskFullError, match="disk full while writing"):  # told to go ahead, it starts and stops
+        _animate(face, out, seed=2, ignore_free_space=True)
+    assert temporaries(out) == [] and not (out / ".staging").exists()
+
+
+def read_face_of(face: Path) -> Face:
+    mesh = read_obj(face / "face.obj")
+    return Face(mesh.vertices.astype(np.float32), mesh.faces.astype(np.int32), str(face / "face.obj"))
+
+
+@pytest.mark.parametrize("where", ["frames", "obj", "npz", "video"])
+def test_a_disk_that_fills_during_animate_leaves_each_output_old_or_whole(where, face, previous, tmp_path,
+                                                                         monkeypatch):
+    old_dir, old, new = previous
+    out = shutil.copytree(old_dir, tmp_path / "out")
+    if where == "frames":  # the npz's scratch file, halfway through the frames
+        cut_writes_of(monkeypatch, animation_file, r"\.tmp$", after_bytes=30 * 61 * 12)
+        what = "the animation's frames"
+    elif where == "obj":
+        import facedata.meshio as meshio
+
+        real, calls = meshio.write_obj, []
+
+        def full_at_frame_30(path, vertices, faces=None):
+            calls.append(path)
+            if len(calls) == 30:
+                Path(path).write_text("v 1.0 2.")  # what fitted of the frame
+                raise OSError(28, "No space left on device", str(path))
+            real(path, vertices, faces)
+
+        monkeypatch.setattr(meshio, "write_obj", full_at_frame_30)
+        what = "the OBJ frames"
+    elif where == "npz":
+        cut_writes_of(monkeypatch, checkpoint_module, r"^\.animation\.npz\.",
+                      after_bytes=len(new["animation.npz"]) // 2)
+        what = "animation.npz"
+    else:
+        import meshtalk.render as render
+        from facedata.video import VideoError
+
+        def full(path, *args, **kwargs):
+            raise VideoError(f"{path}: ffmpeg encoding failed (exit 1): Error writing trailer: No space left on device")
+
+        monkeypatch.setattr(render, "write_animation_video", full)
+        what = "animation.mp4"
+    with pytest.raises(DiskFullError) as stopped:
+        _animate(face, out, seed=2)
+    _one_line(str(stopped.value), out, f"disk full while writing {what}")
+    now = _files(out)
+    assert temporaries(out) == [] and not (out / ".staging").exists()
+    if where == "video":  # the meshes are complete, the video is the previous one, and the line says how to go on
+        assert _same_animation({k: v for k, v in now.items() if k != "animation.mp4"},
+                               {k: v for k, v in new.items() if k != "animation.mp4"})
+        assert now["animation.mp4"] == old["animation.mp4"]
+        assert f"meshtalk render --npz {out / 'animation.npz'}" in str(stopped.value)
+    else:
+        assert now == old, "every output is the previous run's"
+        assert "the previous animation.npz and obj/, if any, are intact" in str(stopped.value)
+
+
+def test_animate_on_a_real_tmpfs_that_fills(face, previous, tmp_path):
+    _, _, new = previous
+    total = sum(-(-len(data) // 4096) * 4096 for data in new.values())
+    for size, what in ((total // 3, "the animation's frames"),):
+        with small_tmpfs(tmp_path / "disk", -(-size // 4096) * 4096) as disk:
+            out = disk / "out"
+            with pytest.raises(DiskFullError) as stopped:
+                _animate(face, out, seed=2, ignore_free_space=True)
+            _one_line(str(stopped.value), out, "disk full while writing")
+            assert temporaries(out) == [] and not (out / ".staging").exists()
+            assert not (out / "animation.npz").exists() and not (out / "obj").exists()
+            resize_tmpfs(disk, 4 * total)
+            _animate(face, out, seed=2)
+            assert _same_animation(_files(out), new), what
+
+
+def test_the_next_animate_removes_what_a_killed_one_left(face, previous, tmp_path):
+    old_dir, old, new = previous
+    out = shutil.copytree(old_dir, tmp_path / "out")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # What a kill of each stage leaves: the npz's scratch file and temporary, the staged OBJ frames and video.
+    left = [out / f".animation.npz.{dead.pid}-0123abcd-s0.tmp", out / f".animation.npz.{dead.pid}-4567cdef.tmp",
+            out / ".staging" / f"obj-{dead.pid}-89abcdef" / "frame_00000.obj",
+            out / ".staging" / f"video-{dead.pid}-01234567" / "animation.mp4"]
+    alive = out / ".staging" / f"video-{os.getpid()}-89abcdef" / "animation.mp4"  # a live run's: kept
+    for path in [*left, alive]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"part")
+    assert _files(out) != old
+    _animate(face, out, seed=2)
+    assert sorted(p.relative_to(out) for p in (out / ".staging").rglob("*")) == [
+        alive.parent.relative_to(out), alive.relative_to(out)]
+    shutil.rmtree(out / ".staging")
+    assert _same_animation(_files(out), new)  # and nothing else is left
