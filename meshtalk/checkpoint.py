@@ -6,7 +6,8 @@ Contents (a dict):
 - ``state_dict``: the model's state dict under this project's names, buffers included (mel window and
   filterbank, per-vertex mean and stddev); the context masks are derived from the config and not stored;
 - ``versions``: torch, meshtalk, and the git revision of the code that wrote it (None outside a checkout);
-- ``extra``: free-form plain data of the caller (a trainer's step and optimiser state, the import source, ...).
+- ``extra``: free-form plain data of the caller (a trainer's step and optimiser state, the import source, ...);
+  ``meshtalk train`` records ``extra["stage"]`` (1 or 2), which says whether the context model was trained.
 
 Writing (docs/store-format.md, "Writing guarantees"): a checkpoint is streamed into a hidden temporary beside its
 name (``.<name>.<pid>-<hex>.tmp``, the convention of ``facedata.files``), flushed to the disk and renamed over the
@@ -24,6 +25,7 @@ import os
 import re
 import subprocess
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,12 @@ FILE_OVERHEAD_BYTES = 64 * 1024
 TENSOR_OVERHEAD_BYTES = 256
 
 
+class InputWarning(UserWarning):
+    """An input that can be used but is suspect (a template far from the checkpoint's faces, clipped audio, a
+    checkpoint whose context model is untrained for an evaluation). The message names the file, what was expected
+    and what was found, and what to do; ``meshtalk``'s command line prints it as one line."""
+
+
 @dataclass
 class Checkpoint:
     """A loaded checkpoint."""
@@ -57,6 +65,13 @@ class Checkpoint:
     @property
     def config(self) -> MeshTalkConfig:
         return self.model.config
+
+    @property
+    def stage(self) -> int | None:
+        """The training stage that wrote it (``meshtalk train`` records 1 or 2); None for imported weights and
+        checkpoints written otherwise, whose every part counts as trained."""
+        stage = self.extra.get("stage")
+        return stage if isinstance(stage, int) and not isinstance(stage, bool) else None
 
 
 def git_revision() -> str | None:
@@ -240,6 +255,36 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     load_state(model, payload["state_dict"], path=path)
     model = model.to(device).eval()
     return Checkpoint(model=model, versions=payload.get("versions", {}), extra=payload.get("extra", {}))
+
+
+def require_trained_context(checkpoint: Checkpoint, path: str | Path) -> None:
+    """Refuse a checkpoint whose context model (audio codes -> labels) was never trained: a stage-1 checkpoint of
+    ``meshtalk train`` (``extra["stage"] == 1``). Animation from speech needs it; imported weights and checkpoints
+    without a recorded stage pass.
+
+    Raises:
+        InputError: a stage-1 checkpoint, with the command that trains its context model.
+    """
+    if checkpoint.stage == 1:
+        raise InputError(path, "a stage-1 checkpoint: its context model, which turns the audio into labels, is "
+                         "untrained", expected="a stage-2 checkpoint (train one on it: meshtalk train --stage 2 "
+                         f"--init-from {path} --store STORE --out RUN2)", actual=f"stage 1{_at_step(checkpoint)}")
+
+
+def warn_untrained_context(checkpoint: Checkpoint, path: str | Path, *, untrained: str, trained: str) -> bool:
+    """Warn (``InputWarning``) when ``checkpoint`` is a stage-1 one: what of the caller's output comes from its
+    untrained context model (``untrained``) and what is sound (``trained``). Returns whether it warned."""
+    if checkpoint.stage != 1:
+        return False
+    warnings.warn(f"{path}: a stage-1 checkpoint{_at_step(checkpoint)}: its context model is untrained, so "
+                  f"{untrained} come from random labels; {trained} are sound (for audio-driven results train "
+                  f"stage 2 on it: meshtalk train --stage 2 --init-from {path})", InputWarning, stacklevel=2)
+    return True
+
+
+def _at_step(checkpoint: Checkpoint) -> str:
+    step = checkpoint.extra.get("step")
+    return f" (step {step})" if isinstance(step, int) else ""
 
 
 def load_state(model: MeshTalk, state: dict[str, Tensor], *, path: str | Path) -> None:

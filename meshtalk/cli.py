@@ -1,14 +1,16 @@
 """The ``meshtalk`` command line: one library call per command.
 
 Known errors print one line on stderr and exit with status 1; set ``MESHTALK_DEBUG=1`` to see the traceback.
+Warnings about suspect input (``meshtalk.checkpoint.InputWarning``) print one line each and the command goes on.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -272,9 +274,23 @@ def render(
     typer.echo(f"wrote {path}")
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                      line: str | None = None) -> None:
+    """The project's own warnings (``meshtalk.checkpoint.InputWarning``: suspect input, with what to do) as one
+    line on stderr, like its errors; other warnings as Python shows them."""
+    if category.__module__.split(".")[0] in ("meshtalk", "facedata"):
+        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+
+
 def main() -> None:
     from facedata.errors import FacedataError
 
+    warnings.showwarning = _one_line_warning
     try:
         app()
     except FacedataError as e:

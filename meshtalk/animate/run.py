@@ -34,6 +34,8 @@ from facedata.files import (
 )
 from meshtalk.animate.face import (
     Face,
+    check_faces,
+    check_template_fit,
     check_vertex_count,
     read_face,
     read_smoothing_masks,
@@ -115,13 +117,17 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
     ``vertices`` without loading it.
 
     Raises:
-        InputError: a bad checkpoint, WAV, template, masks or option; the template's vertex count differs from the
-            model's.
+        InputError: a bad checkpoint, WAV, template, masks or option: a stage-1 checkpoint (untrained context model),
+            a template whose vertex count differs from the model's, whose triangles index past its vertices, or
+            which is far from the checkpoint's faces (``check_template_fit``); audio shorter than one frame.
         DiskFullError: the outputs cannot fit in the free space (before anything is written; see
             ``ignore_free_space``), or the disk filled while they were written; files under their final names are
             their previous versions or whole new ones.
+    Warns:
+        InputWarning: input that animates but is suspect: a template some way from the checkpoint's faces or with
+            other triangles than the store's, clipped or very quiet audio.
     """
-    from meshtalk.checkpoint import load_checkpoint
+    from meshtalk.checkpoint import load_checkpoint, require_trained_context
     from meshtalk.frontend import check_frontend, check_reference_length
 
     check_frontend(audio_frontend)
@@ -129,9 +135,13 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
     times = StageTimes()
     out = Path(out)
     with torch_threads(threads):
-        model = load_checkpoint(checkpoint, device=resolve_device(device)).model.eval()
+        loaded = load_checkpoint(checkpoint, device=resolve_device(device))
+        require_trained_context(loaded, checkpoint)
+        model = loaded.model.eval()
         face = read_face(template=template, store=store, identity=identity)
         check_vertex_count(model, face, checkpoint)
+        check_faces(face, store=store)
+        check_template_fit(model, face, checkpoint)
         masks = (read_smoothing_masks(store=store, masks_dir=masks_dir, n_vertices=model.config.n_vertices)
                  if smoothing else [])
         S = samples or 1

@@ -1,4 +1,4 @@
-"""Nothing lost in meshtalk's writers.
+"""Nothing lost in meshtalk's writers, and inputs that do not fit the model refused or warned about.
 
 - checkpoints (``meshtalk.checkpoint.save_checkpoint``, hence every ``meshtalk train`` checkpoint): a checkpoint
   that cannot fit is refused before it is written, a disk that fills during the write leaves the previous file and
@@ -6,7 +6,9 @@
   ``--resume`` reproduces the uninterrupted run's losses bit for bit;
 - ``meshtalk animate``: outputs that cannot fit are refused before the model runs; a disk that fills while the
   frames, the OBJ frames, the npz or the MP4 are written stops it with one line and leaves every output its
-  previous version or its new one, whole.
+  previous version or its new one, whole;
+- inputs: a stage-1 checkpoint, a template far from the checkpoint's faces or with bad triangles, a WAV that is
+  silent, shorter than a frame, clipped or very quiet.
 
 Two disks, as in tests/facedata/test_full_disk.py: a ``FakeDisk`` that refuses writes past a capacity (CI), and a
 real tmpfs of a few MB when the tests run as root (skipped elsewhere). ``benchmarks/kill_trials.py --commands
@@ -16,15 +18,19 @@ train`` kills ``meshtalk train`` ten times at random points of its checkpoint wr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from checkpoint_faults import (
     check_stopped_run,
@@ -41,19 +47,26 @@ from checkpoint_faults import (
     temporaries,
     train_child,
 )
-from test_animate import face_files, run_cli  # noqa: F401
+from test_animate import face_files, run_cli, speech_signal  # noqa: F401
 from tiny_models import single_thread, tiny_config  # noqa: F401
 
 import meshtalk.animation_file as animation_file
 import meshtalk.checkpoint as checkpoint_module
-from facedata.errors import DiskFullError
-from facedata.meshio import read_obj
+from facedata.audio import SAMPLE_RATE_HZ
+from facedata.errors import DiskFullError, InputError
+from facedata.meshio import read_obj, write_obj
 from meshtalk.animate import VideoOptions, animate_file
 from meshtalk.animate.face import (
+    TEMPLATE_REFUSE_RMS,
+    TEMPLATE_WARN_RMS,
     Face,
+    check_faces,
+    check_template_fit,
+    template_fit,
 )
 from meshtalk.animate.run import output_bytes
 from meshtalk.checkpoint import (
+    InputWarning,
     checkpoint_bytes,
     load_checkpoint,
     remove_stale_checkpoint_temporaries,
@@ -394,3 +407,210 @@ def test_the_next_animate_removes_what_a_killed_one_left(face, previous, tmp_pat
         alive.parent.relative_to(out), alive.relative_to(out)]
     shutil.rmtree(out / ".staging")
     assert _same_animation(_files(out), new)  # and nothing else is left
+
+
+# --- inputs that do not fit the model ---------------------------------------------------------------------------------
+
+
+def test_animate_refuses_a_stage1_checkpoint_in_one_line(face, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "animate", "--checkpoint", str(face / "stage1.pt"), "--audio",
+                           str(face / "speech.wav"), "--out", str(tmp_path / "out"), "--template",
+                           str(face / "face.obj"), "--no-smoothing")
+    assert code == 1
+    _one_line(err.rstrip("\n"), f"error: {face / 'stage1.pt'}: a stage-1 checkpoint: its context model",
+              "untrained", f"meshtalk train --stage 2 --init-from {face / 'stage1.pt'}", "got stage 1 (step 10)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_warns_about_a_stage1_checkpoint(tiny_store, tmp_path):
+    from facedata.store import Store
+    from meshtalk.evaluate import EvaluateConfig, evaluate
+
+    store = Store(tiny_store)
+    model = MeshTalk(tiny_config(n_vertices=64))
+    template = store.template(store.sequences()["identity"][0])
+    model.set_vertex_statistics(torch.from_numpy(template), torch.full((64, 3), 5.0))
+    path = save_checkpoint(tmp_path / "stage1.pt", model, extra={"stage": 1, "step": 3})
+    with pytest.warns(InputWarning, match=r"a stage-1 checkpoint \(step 3\): its context model is untrained, so "
+                                          r"the audio paths \(audio_sampled, audio_argmax\) come from random labels"):
+        result = evaluate(EvaluateConfig(store=str(tiny_store), checkpoint=str(path), max_sequences=1, samples=1))
+    assert set(result["paths"]) >= {"reconstruction", "template"}
+    save_checkpoint(tmp_path / "stage2.pt", model, extra={"stage": 2, "step": 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        evaluate(EvaluateConfig(store=str(tiny_store), checkpoint=str(tmp_path / "stage2.pt"), max_sequences=1,
+                                samples=1))
+
+
+def _rotation(deg: float) -> np.ndarray:
+    a = np.radians(deg)
+    return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+
+
+@pytest.fixture(scope="module")
+def generated_heads():
+    """Five generated faces (``facedata synth``'s heads, the 6172 kept vertices, mm) and a model normalised as a
+    training run on the first four would be: their mean face, and a std over their frames (the identities' spread
+    and 0.5 mm of motion)."""
+    from facedata.synth import identity_truth
+
+    faces = []
+    for identity in range(5):
+        truth = identity_truth(0, identity)
+        faces.append(truth.neutral_mm[truth.keep].astype(np.float64))
+    training = np.stack(faces[:4])  # (4, V, 3)
+    model = MeshTalk(tiny_config(n_vertices=training.shape[1]))
+    std = np.sqrt(training.var(axis=0) + 0.5**2)
+    model.set_vertex_statistics(torch.from_numpy(training.mean(0)).float(), torch.from_numpy(std).float())
+    return model, faces, truth.kept_faces
+
+
+def test_the_template_fit_measures_how_far_a_face_is_and_says_why(generated_heads):
+    model, faces, _ = generated_heads
+    training = [template_fit(model, f) for f in faces[:4]]
+    assert all(fit.normalised_rms < 1.1 for fit in training), [f.normalised_rms for f in training]
+    # A generated head it never saw: some way off, as unseen heads are on the corpus's checkpoint (1.1-3.3 there),
+    # mostly by its placement.
+    held_out = template_fit(model, faces[4])
+    assert TEMPLATE_WARN_RMS < held_out.normalised_rms < TEMPLATE_REFUSE_RMS, held_out.normalised_rms
+    assert held_out.aligned_rms < 1.0, held_out.aligned_rms
+
+    face = faces[4]
+    centre = face.mean(axis=0)
+    cases = {
+        "shifted 25 mm": face + np.array([0.0, 25.0, 0.0]),
+        "rotated 30 deg": (face - centre) @ _rotation(30).T + centre,
+        "scaled 1.3x": (face - centre) * 1.3 + centre,
+        "in metres": face / 1000,
+    }
+    fits = {name: template_fit(model, t) for name, t in cases.items()}
+    for name, fit in fits.items():
+        assert fit.normalised_rms > TEMPLATE_REFUSE_RMS, (name, fit.normalised_rms)
+        assert fit.aligned_rms < TEMPLATE_WARN_RMS, (name, fit.aligned_rms)  # only the pose or the unit is off
+    np.testing.assert_allclose(fits["shifted 25 mm"].offset_mm, held_out.offset_mm + np.array([0, 25, 0]), atol=1e-6)
+    assert fits["rotated 30 deg"].rotation_deg == pytest.approx(30, abs=3)
+    assert fits["scaled 1.3x"].scale == pytest.approx(1.3 * held_out.scale, rel=1e-6)
+    assert fits["in metres"].scale == pytest.approx(held_out.scale / 1000, rel=1e-6)
+    shuffled = template_fit(model, face[np.random.default_rng(0).permutation(len(face))])  # another vertex order
+    assert shuffled.normalised_rms > TEMPLATE_REFUSE_RMS and shuffled.aligned_rms > TEMPLATE_WARN_RMS
+
+
+def test_a_template_far_from_the_checkpoints_faces_is_refused_and_one_some_way_off_warned_about(
+        generated_heads, tmp_path):
+    model, faces, triangles = generated_heads
+
+    def face(offset_mm: float, vertices: np.ndarray = faces[0]) -> Face:  # a training face, moved along z
+        moved = vertices + np.array([0.0, 0.0, offset_mm])
+        return Face(moved.astype(np.float32), triangles.astype(np.int32), "head.obj")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        assert check_template_fit(model, face(0.0), "ckpt.pt").normalised_rms < 0.6
+    with pytest.warns(InputWarning, match=r"head.obj: the template is some way from the faces the checkpoint was "
+                                          r"trained on \(expected a normalised RMS of at most 1.5 against checkpoint "
+                                          r"ckpt.pt, its training faces giving about 1: move, turn or scale it onto "
+                                          r"the training faces \(head-local, mm\), or --store with --identity, got "
+                                          r"2.0; its centre is \("):
+        assert check_template_fit(model, face(3.0), "ckpt.pt").normalised_rms == pytest.approx(1.98, abs=0.01)
+    with pytest.raises(InputError) as refused:
+        check_template_fit(model, face(40.0), "ckpt.pt")
+    _one_line(str(refused.value), "head.obj: the template is far from the faces the checkpoint was trained on "
+              "(expected a normalised RMS of at most 3 against checkpoint ckpt.pt", "move, turn or scale it onto the "
+              "training faces", "got 27.0; its centre is (", "moved, scaled and rotated onto the mean face: 0.4)")
+    shuffled = faces[0][np.random.default_rng(0).permutation(len(faces[0]))]
+    with pytest.raises(InputError) as refused:
+        check_template_fit(model, face(0.0, shuffled), "ckpt.pt")
+    _one_line(str(refused.value), "head.obj: the template is far", "a face of the kind the checkpoint was trained "
+              "on, in the model's vertex order, or --store with --identity")
+
+
+def test_animate_refuses_a_far_template_in_one_line(face, tmp_path, monkeypatch, capsys):
+    mesh = read_obj(face / "face.obj")
+    write_obj(tmp_path / "far.obj", mesh.vertices + 60.0, mesh.faces)  # 30 std away on every coordinate
+    code, _, err = run_cli(monkeypatch, capsys, "animate", "--checkpoint", str(face / "stage2.pt"), "--audio",
+                           str(face / "speech.wav"), "--out", str(tmp_path / "out"), "--template",
+                           str(tmp_path / "far.obj"), "--no-smoothing")
+    assert code == 1
+    _one_line(err.rstrip("\n"), f"error: {tmp_path / 'far.obj'}: the template is far from the faces", "got 30.0;")
+    write_obj(tmp_path / "near.obj", mesh.vertices + 4.0, mesh.faces)  # 2 std away: animates
+    code, _, err = run_cli(monkeypatch, capsys, "animate", "--checkpoint", str(face / "stage2.pt"), "--audio",
+                           str(face / "speech.wav"), "--out", str(tmp_path / "out"), "--template",
+                           str(tmp_path / "near.obj"), "--no-smoothing", "--no-video")
+    assert code == 0
+    _one_line(err.rstrip("\n"), f"warning: {tmp_path / 'near.obj'}: the template is some way from the faces",
+              "got 2.0;")
+
+
+def test_template_triangles_out_of_range_are_refused_and_others_than_the_stores_warned_about(tiny_store, tmp_path):
+    from facedata.store import ARRAYS_DIR, Store, create_array
+
+    root = shutil.copytree(tiny_store, tmp_path / "store")
+    rows, columns = 8, 8  # the tiny store's grid: a quad between each 2 x 2 block of vertices, as two triangles
+    a = (np.arange(rows - 1)[:, None] * columns + np.arange(columns - 1)[None, :]).ravel()
+    triangles = np.concatenate([np.stack([a, a + 1, a + columns], 1), np.stack([a + 1, a + columns + 1, a + columns],
+                                                                            1)]).astype(np.int32)
+    import zarr
+
+    create_array(zarr.open_group(root / ARRAYS_DIR / "topology", mode="a"), "faces", triangles)
+    store = Store(root)
+    template = store.template(store.sequences()["identity"][0]).astype(np.float32)
+    assert np.array_equal(store.faces(), triangles)
+    bad = triangles.copy()
+    bad[3, 1] = 64
+    with pytest.raises(InputError, match=r"face.obj: template triangle indices out of range \(expected 0..63 \(its "
+                                         r"64 vertices\), got 0..64 \(triangle 3: "):
+        check_faces(Face(template, bad, "face.obj"))
+    with warnings.catch_warnings():  # the same triangles, each turned and flipped, in another order
+        warnings.simplefilter("error", InputWarning)
+        check_faces(Face(template, triangles[::-1][:, [1, 0, 2]], "face.obj"), store=root)
+    # Vertices 0 and 27 swapped (a tool that reorders vertices): the 1 + 6 triangles at either of them change.
+    swap = np.arange(64)
+    swap[[0, 27]] = [27, 0]
+    other = swap[triangles]
+    at_either = int(np.isin(triangles, [0, 27]).any(axis=1).sum())
+    assert at_either == 1 + 6
+    with pytest.warns(InputWarning, match=r"face.obj: the template's triangles are not the store's \(7 of the "
+                                          r"store's 98 triangles are not among the template's 98; store "):
+        check_faces(Face(template, other, "face.obj"), store=root)
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("silent", r"silent audio \(expected mean \|a\| >= 1e-06, got mean \|a\| = 0\)"),
+    ("shorter than a frame", r"audio shorter than one mesh frame \(expected >= 33.3 ms \(1/30 s\), got 20.0 ms "
+                             r"\(960 samples at 48000 Hz\)\)"),
+])
+def test_audio_that_cannot_be_animated_is_one_line(kind, message, face, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "speech.wav"
+    signal = np.zeros(SAMPLE_RATE_HZ, np.float32) if kind == "silent" else speech_signal(0.02, 48_000)
+    soundfile.write(path, signal, SAMPLE_RATE_HZ if kind == "silent" else 48_000, subtype="PCM_16")
+    code, _, err = run_cli(monkeypatch, capsys, "animate", "--checkpoint", str(face / "stage2.pt"), "--audio",
+                           str(path), "--out", str(tmp_path / "out"), "--template", str(face / "face.obj"),
+                           "--no-smoothing")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"error: {path}: ") and re.search(message, err), err
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("clipped", r"clipped audio \(expected at most 0.1 % of the samples at full scale, got [\d.]+ %\)"),
+    ("very quiet", r"very quiet audio \(expected mean \|a\| >= 0.0001, got 1.\d+e-05\): the loudness normalisation "
+                   r"raises it [\d,]+-fold"),
+])
+def test_suspect_audio_animates_with_a_warning(kind, message, face, tmp_path):
+    path = tmp_path / "speech.wav"
+    signal = speech_signal(1.0)
+    signal = np.clip(signal * 20, -1, 1) if kind == "clipped" else signal * (1.5e-5 / np.abs(signal).mean())
+    soundfile.write(path, signal, SAMPLE_RATE_HZ, subtype="FLOAT")
+    with pytest.warns(InputWarning, match=message):
+        result = _animate(face, tmp_path / "out", audio=path, video=None, obj=False)
+    assert result.n_frames == 30
+
+
+def test_suspect_input_is_one_warning_line_and_the_command_goes_on(face, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "loud.wav"
+    soundfile.write(path, np.clip(speech_signal(1.0) * 20, -1, 1), SAMPLE_RATE_HZ, subtype="PCM_16")
+    code, out, err = run_cli(monkeypatch, capsys, "animate", "--checkpoint", str(face / "stage2.pt"), "--audio",
+                             str(path), "--out", str(tmp_path / "out"), "--template", str(face / "face.obj"),
+                             "--no-smoothing", "--no-video")
+    assert code == 0 and "wrote" in out
+    assert err.count("\n") == 1 and err.startswith(f"warning: {path}: clipped audio"), err
+    assert json.loads(str(np.load(tmp_path / "out" / "animation.npz")["options"]))["seed"] == 0
