@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import numpy as np
 
 from facedata.audio import MESH_FPS
 from facedata.errors import InputError
+from facedata.files import remove_stale_temporaries
 
 
 @dataclass(frozen=True)
@@ -60,20 +62,24 @@ def _small_members(*, labels: np.ndarray | None, faces: np.ndarray, template_mm:
 
 def _write_npz(path: Path, vertices_header_shape: tuple[int, ...], write_vertices: Callable[[Any], None],
                small: dict[str, np.ndarray]) -> Path:
-    """Write the npz atomically: ``write_vertices(file)`` writes the vertices' bytes after their .npy header."""
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            with archive.open("vertices.npy", "w", force_zip64=True) as f:
-                header = {"descr": np.dtype("<f4").str, "fortran_order": False, "shape": vertices_header_shape}
-                np.lib.format.write_array_header_2_0(f, header)
-                write_vertices(f)
-            for name, value in small.items():
-                with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, value, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write the npz atomically: ``write_vertices(file)`` writes the vertices' bytes after their .npy header.
+
+    The zip is streamed into a hidden temporary beside ``path``, flushed to the disk and renamed over it
+    (``meshtalk.checkpoint.atomic_output``): a reader sees the previous file or the new one, whole, and a failed
+    write (a full disk: ``OSError`` with ``errno.ENOSPC``) leaves no temporary.
+    """
+    from meshtalk.checkpoint import atomic_output
+
+    remove_stale_temporaries(path)
+    with atomic_output(path) as out, \
+            zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        with archive.open("vertices.npy", "w", force_zip64=True) as f:
+            header = {"descr": np.dtype("<f4").str, "fortran_order": False, "shape": vertices_header_shape}
+            np.lib.format.write_array_header_2_0(f, header)
+            write_vertices(f)
+        for name, value in small.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, value, allow_pickle=False)
     return path
 
 
@@ -101,6 +107,11 @@ class AnimationWriter:
     Each sample's frames go to its own scratch file as they come (plain sequential writes, which do not grow the
     process's memory the way a written memory map does); ``close`` copies them into the npz's vertices member in
     16 MB pieces and removes them. The labels, 32 bytes per frame and sample, are kept in memory.
+
+    The scratch files are hidden beside the npz and carry the writer's pid (``.animation.npz.<pid>-<hex>-sK.tmp``):
+    ``abort`` removes them (a full disk, an exception), and the next writer of the same file removes those of a
+    killed process. ``write`` and ``close`` raise ``OSError`` (``errno.ENOSPC`` on a full disk); the npz under its
+    name is then the previous one, untouched.
     """
 
     def __init__(self, path: str | Path, *, samples: int, n_frames: int, n_vertices: int, heads: int,
@@ -110,8 +121,16 @@ class AnimationWriter:
         self.sample_axis = sample_axis
         self.labels = np.zeros((samples, n_frames, heads), dtype=np.int16)
         self.frames_written = 0
-        self._scratch = [self.path.with_name(f".{self.path.name}.sample{s}.partial") for s in range(samples)]
-        self._files = [open(p, "wb") for p in self._scratch]  # closed by close() or abort()
+        remove_stale_temporaries(self.path)
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._scratch = [self.path.with_name(f".{self.path.name}.{tag}-s{s}.tmp") for s in range(samples)]
+        self._files: list[Any] = []
+        try:
+            for scratch in self._scratch:
+                self._files.append(open(scratch, "wb"))  # closed by close() or abort()
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, first: int, geometry: np.ndarray, labels: np.ndarray) -> None:
         """Frames [first, first + n): geometry S x n x V x 3 mm, labels S x n x H; ``first`` must continue."""

@@ -1,14 +1,16 @@
 """The ``meshtalk`` command line: one library call per command.
 
 Known errors print one line on stderr and exit with status 1; set ``MESHTALK_DEBUG=1`` to see the traceback.
+Warnings about suspect input (``meshtalk.checkpoint.InputWarning``) print one line each and the command goes on.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -188,6 +190,8 @@ def animate(
     threads: Annotated[int, typer.Option(min=1, help="torch threads; one was faster on 2 busy cores.")] = 1,
     audio_frontend: Annotated[str, typer.Option(help=AUDIO_FRONTEND_HELP)] = "utterance",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:i]: where the model runs.")] = "auto",
+    ignore_free_space: Annotated[bool, typer.Option("--ignore-free-space", help="Start even when the outputs' "
+                                                    "estimated size exceeds the free disk space.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print each stage's time and the real-time "
                                           "factor.")] = False,
 ) -> None:
@@ -199,7 +203,7 @@ def animate(
         smoothing=smoothing, samples=samples, seed=seed, argmax=argmax,
         segment_frames=round(segment_seconds * 30) if segment_seconds > 0 else None, obj=obj,
         video=VideoOptions(width_px=width, height_px=height, yaw_deg=yaw, pitch_deg=pitch) if video else None,
-        threads=threads, device=device, audio_frontend=audio_frontend,
+        threads=threads, device=device, audio_frontend=audio_frontend, ignore_free_space=ignore_free_space,
         progress=typer.echo if verbose else None)
     if verbose:
         for stage, seconds in result.times.items():
@@ -270,9 +274,23 @@ def render(
     typer.echo(f"wrote {path}")
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                      line: str | None = None) -> None:
+    """The project's own warnings (``meshtalk.checkpoint.InputWarning``: suspect input, with what to do) as one
+    line on stderr, like its errors; other warnings as Python shows them."""
+    if category.__module__.split(".")[0] in ("meshtalk", "facedata"):
+        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+
+
 def main() -> None:
     from facedata.errors import FacedataError
 
+    warnings.showwarning = _one_line_warning
     try:
         app()
     except FacedataError as e:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from facedata.errors import InputError, StoreError
 from facedata.store import Store, write_json_atomic
-from meshtalk.checkpoint import load_checkpoint
+from meshtalk.checkpoint import load_checkpoint, warn_untrained_context
 from meshtalk.data import SequenceEntry, read_sequence, select_sequences
 from meshtalk.device import resolve_device, shape_agnostic_kernels
 from meshtalk.frontend import check_frontend, stored_reference_codes
@@ -105,6 +105,8 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[int, int, str], None
     Raises:
         InputError: a bad checkpoint or option.
         StoreError: a missing split, subset or mask.
+    Warns:
+        InputWarning: a stage-1 checkpoint, whose context model is untrained: the audio paths mean nothing.
     """
     if config.samples < 1:
         raise InputError("--samples", "no sample to score", expected=">= 1", actual=config.samples)
@@ -114,7 +116,10 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[int, int, str], None
     entries = select_sequences(store, split=config.split, subset=config.subset)
     if config.max_sequences is not None:
         entries = entries[: config.max_sequences]
-    model = load_checkpoint(config.checkpoint, device=device).model.eval()
+    loaded = load_checkpoint(config.checkpoint, device=device)
+    warn_untrained_context(loaded, config.checkpoint, untrained="the audio paths (audio_sampled, audio_argmax)",
+                           trained="reconstruction and template")
+    model = loaded.model.eval()
     if model.config.n_vertices != store.template(entries[0].identity).shape[0]:
         raise InputError(config.checkpoint, "the model's vertex count does not match the store's",
                          expected=store.template(entries[0].identity).shape[0], actual=model.config.n_vertices)

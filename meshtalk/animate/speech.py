@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from facedata.audio import (
     MEL_PAD_SAMPLES,
     MESH_FPS,
     SAMPLE_RATE_HZ,
+    TARGET_MEAN_ABS,
     hann_window,
     log_mel,
     loudness_gain,
@@ -33,8 +35,18 @@ from facedata.audio import (
     mel_window_start,
     read_wav,
 )
+from facedata.errors import InputError
 from facedata.resample import resample_blocks, warm_up
+from meshtalk.checkpoint import InputWarning
 from meshtalk.model import AudioEncoder, leaky
+
+# Speech that can be animated but is suspect. Clipped: a sample at 0.999 of full scale or more, as `facedata ingest`
+# counts them (audio_clip_fraction); more than 0.1 % of them, the level at which `facedata stats` lists a sentence
+# as clipped. Quiet: mean |a| below 1e-4 of full scale (about -80 dB), which the loudness normalisation (to 0.01)
+# raises more than 100-fold, the noise with it; below 1e-6 it is silent, an error (facedata.audio.loudness_gain).
+CLIP_LEVEL = 0.999
+CLIP_WARN_FRACTION = 1e-3
+QUIET_MEAN_ABS = 1e-4
 
 
 @dataclass(frozen=True)
@@ -67,10 +79,18 @@ def read_speech(path: str | Path) -> Speech:
     ``kaiser_best``), loudness-normalised after resampling; the steps and values of ``facedata ingest``.
 
     Raises:
-        InputError: the file is missing, unreadable, empty, non-finite or silent.
+        InputError: the file is missing, unreadable, empty, non-finite, silent, or shorter than one mesh frame.
+    Warns:
+        InputWarning: clipped (more than ``CLIP_WARN_FRACTION`` of the samples at full scale) or very quiet (mean
+            |a| below ``QUIET_MEAN_ABS``) audio, with what to do.
     """
     path = Path(path)
     samples, info = read_wav(path)
+    if info.frames * MESH_FPS < info.sample_rate_hz:
+        raise InputError(path, "audio shorter than one mesh frame",
+                         expected=f">= {1000 / MESH_FPS:.1f} ms (1/{MESH_FPS} s)",
+                         actual=f"{1000 * info.seconds:.1f} ms ({info.frames} samples at {info.sample_rate_hz} Hz)")
+    _warn_about_level(samples, path)
     # resampy kaiser_best as ingest resamples, on the CPU's cores in blocks (the same values, facedata/resample.py)
     audio_16k = resample_blocks(samples, info.sample_rate_hz, SAMPLE_RATE_HZ).astype(np.float32, copy=False)
     gain = loudness_gain(audio_16k, path=path)
@@ -78,6 +98,26 @@ def read_speech(path: str | Path) -> Speech:
     n_frames = max(1, math.ceil(audio_16k.size * MESH_FPS / SAMPLE_RATE_HZ))
     return Speech(path=path, audio_16k=audio_16k, source_rate_hz=info.sample_rate_hz, source_channels=info.channels,
                   source_subtype=info.subtype, gain=gain, n_frames=n_frames)
+
+
+def _warn_about_level(samples: np.ndarray, path: Path) -> None:
+    """``InputWarning`` for clipped or very quiet speech (samples (N,) float in [-1, 1], before resampling); read in
+    blocks, so that an hour of audio needs no second copy of itself."""
+    n_clipped, total_abs = 0, 0.0
+    for a in range(0, samples.size, 1 << 20):
+        magnitude = np.abs(samples[a : a + (1 << 20)])
+        n_clipped += int(np.count_nonzero(magnitude >= CLIP_LEVEL))
+        total_abs += float(magnitude.sum(dtype=np.float64))
+    clipped = n_clipped / samples.size
+    if clipped > CLIP_WARN_FRACTION:
+        warnings.warn(f"{path}: clipped audio (expected at most {100 * CLIP_WARN_FRACTION:g} % of the samples at "
+                      f"full scale, got {100 * clipped:.2f} %): the mouth may not follow it well; record it with "
+                      "less gain", InputWarning, stacklevel=3)
+    mean_abs = total_abs / samples.size
+    if 1e-6 <= mean_abs < QUIET_MEAN_ABS:  # below 1e-6: silent, which loudness_gain refuses
+        warnings.warn(f"{path}: very quiet audio (expected mean |a| >= {QUIET_MEAN_ABS:g}, got {mean_abs:.3g}): the "
+                      f"loudness normalisation raises it {TARGET_MEAN_ABS / mean_abs:,.0f}-fold, its noise with "
+                      "it, and the mouth moves to the noise; record it louder", InputWarning, stacklevel=3)
 
 
 _FFT_FRAME_MARGIN = 7  # hops of context on each side of a block: 7 * 160 >= 1024 = n_fft / 2

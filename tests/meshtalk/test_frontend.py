@@ -141,9 +141,10 @@ def test_animate_with_the_reference_front_end_is_the_reference_pipeline(face_fil
 
 def test_audio_too_short_for_one_reference_window_is_one_line(face_files, tmp_path):  # noqa: F811
     wav = tmp_path / "short.wav"
-    soundfile.write(wav, speech_signal(0.03), SAMPLE_RATE_HZ, subtype="FLOAT")  # 480 samples
+    # 534 samples: one mesh frame (533.3 samples, which any front end needs) but not the release's first window
+    soundfile.write(wav, speech_signal(1.0)[:534], SAMPLE_RATE_HZ, subtype="FLOAT")
     with pytest.raises(InputError, match=r"short.wav: audio too short for the reference front end \(expected >= "
-                                         r"535 samples at 16 kHz \(33.4 ms\), got 480 samples\)"):
+                                         r"535 samples at 16 kHz \(33.4 ms\), got 534 samples\)"):
         animate_file(face_files / "tiny.pt", wav, tmp_path / "out", template=face_files / "face.obj",
                      smoothing=False, video=None, audio_frontend="reference")
     with pytest.raises(InputError, match="--audio-frontend: unknown audio front end"):
