@@ -192,6 +192,8 @@ def animate(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:i]: where the model runs.")] = "auto",
     ignore_free_space: Annotated[bool, typer.Option("--ignore-free-space", help="Start even when the outputs' "
                                                     "estimated size exceeds the free disk space.")] = False,
+    ignore_template_fit: Annotated[bool, typer.Option("--ignore-template-fit", help="Animate a template far from "
+                                                      "the checkpoint's faces (a warning, not a refusal).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print each stage's time and the real-time "
                                           "factor.")] = False,
 ) -> None:
@@ -204,6 +206,7 @@ def animate(
         segment_frames=round(segment_seconds * 30) if segment_seconds > 0 else None, obj=obj,
         video=VideoOptions(width_px=width, height_px=height, yaw_deg=yaw, pitch_deg=pitch) if video else None,
         threads=threads, device=device, audio_frontend=audio_frontend, ignore_free_space=ignore_free_space,
+        ignore_template_fit=ignore_template_fit,
         progress=typer.echo if verbose else None)
     if verbose:
         for stage, seconds in result.times.items():

@@ -206,13 +206,18 @@ def template_fit(model: MeshTalk, template_mm: np.ndarray) -> TemplateFit | None
                        aligned_rms=rms(aligned))
 
 
-def check_template_fit(model: MeshTalk, face: Face, checkpoint: str | Path) -> TemplateFit | None:
+def check_template_fit(model: MeshTalk, face: Face, checkpoint: str | Path, *, refuse: bool = True
+                       ) -> TemplateFit | None:
     """Refuse a template the decoder would turn into a shattered mesh, warn about one that is suspect.
 
+    Args:
+        refuse: False (``meshtalk animate --ignore-template-fit``): a template above ``TEMPLATE_REFUSE_RMS`` is
+            warned about instead, for a user who wants to see what the decoder makes of it.
+
     Raises:
-        InputError: ``normalised_rms`` above ``TEMPLATE_REFUSE_RMS``.
+        InputError: ``normalised_rms`` above ``TEMPLATE_REFUSE_RMS`` and ``refuse``.
     Warns:
-        InputWarning: above ``TEMPLATE_WARN_RMS``.
+        InputWarning: above ``TEMPLATE_WARN_RMS`` (and above ``TEMPLATE_REFUSE_RMS`` when not ``refuse``).
     """
     fit = template_fit(model, face.template_mm)
     if fit is None or fit.normalised_rms <= TEMPLATE_WARN_RMS:
@@ -225,10 +230,11 @@ def check_template_fit(model: MeshTalk, face: Face, checkpoint: str | Path) -> T
     limit = TEMPLATE_REFUSE_RMS if fit.normalised_rms > TEMPLATE_REFUSE_RMS else TEMPLATE_WARN_RMS
     expected = (f"a normalised RMS of at most {limit:g} against checkpoint {checkpoint}, its training faces giving "
                 f"about 1: {fix}, or --store with --identity")
-    if fit.normalised_rms > TEMPLATE_REFUSE_RMS:
-        raise InputError(face.source, "the template is far from the faces the checkpoint was trained on",
-                         expected=expected, actual=fit.describe())
-    warnings.warn(f"{face.source}: the template is some way from the faces the checkpoint was trained on (expected "
+    if fit.normalised_rms > TEMPLATE_REFUSE_RMS and refuse:
+        raise InputError(face.source, "the template is far from the faces the checkpoint was trained on; "
+                         "--ignore-template-fit animates it all the same", expected=expected, actual=fit.describe())
+    how_far = "far" if fit.normalised_rms > TEMPLATE_REFUSE_RMS else "some way"
+    warnings.warn(f"{face.source}: the template is {how_far} from the faces the checkpoint was trained on (expected "
                   f"{expected}, got {fit.describe()}); the animation may come out distorted", InputWarning,
                   stacklevel=2)
     return fit

@@ -85,7 +85,7 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
                  smoothing: bool = True, samples: int | None = None, seed: int = 0, argmax: bool = False,
                  noise_scale: float = 1.0, segment_frames: int | None = None, obj: bool = False,
                  video: VideoOptions | None = DEFAULT_VIDEO, threads: int | None = 1, device: str = "auto",
-                 audio_frontend: str = "utterance", ignore_free_space: bool = False,
+                 audio_frontend: str = "utterance", ignore_free_space: bool = False, ignore_template_fit: bool = False,
                  progress: Callable[[str], None] | None = None) -> AnimateResult:
     """Animate a face with a WAV of speech; write ``OUT/animation.npz``, optionally OBJ frames and an MP4.
 
@@ -109,6 +109,8 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``: where the model runs (the audio is read
             and resampled on the CPU, and the frames come back to it for the files).
         ignore_free_space: start even when the outputs' estimated bytes (``output_bytes``) exceed the free space.
+        ignore_template_fit: animate a template far from the checkpoint's faces with a warning instead of refusing
+            it (``check_template_fit``).
         progress: called with one line per finished stage.
 
     Output ``animation.npz``: ``vertices`` (T, V, 3) or (S, T, V, 3) float32 mm, ``labels`` (T, H) or
@@ -141,7 +143,7 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
         face = read_face(template=template, store=store, identity=identity)
         check_vertex_count(model, face, checkpoint)
         check_faces(face, store=store)
-        check_template_fit(model, face, checkpoint)
+        check_template_fit(model, face, checkpoint, refuse=not ignore_template_fit)
         masks = (read_smoothing_masks(store=store, masks_dir=masks_dir, n_vertices=model.config.n_vertices)
                  if smoothing else [])
         S = samples or 1

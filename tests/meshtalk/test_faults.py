@@ -514,9 +514,13 @@ def test_a_template_far_from_the_checkpoints_faces_is_refused_and_one_some_way_o
         assert check_template_fit(model, face(3.0), "ckpt.pt").normalised_rms == pytest.approx(1.98, abs=0.01)
     with pytest.raises(InputError) as refused:
         check_template_fit(model, face(40.0), "ckpt.pt")
-    _one_line(str(refused.value), "head.obj: the template is far from the faces the checkpoint was trained on "
-              "(expected a normalised RMS of at most 3 against checkpoint ckpt.pt", "move, turn or scale it onto the "
-              "training faces", "got 27.0; its centre is (", "moved, scaled and rotated onto the mean face: 0.4)")
+    _one_line(str(refused.value), "head.obj: the template is far from the faces the checkpoint was trained on; "
+              "--ignore-template-fit animates it all the same (expected a normalised RMS of at most 3 against "
+              "checkpoint ckpt.pt", "move, turn or scale it onto the training faces", "got 27.0; its centre is (",
+              "moved, scaled and rotated onto the mean face: 0.4)")
+    with pytest.warns(InputWarning, match=r"head.obj: the template is far from the faces .* got 27.0;"):
+        assert check_template_fit(model, face(40.0), "ckpt.pt", refuse=False).normalised_rms == pytest.approx(27.0,
+                                                                                                            abs=0.05)
     shuffled = faces[0][np.random.default_rng(0).permutation(len(faces[0]))]
     with pytest.raises(InputError) as refused:
         check_template_fit(model, face(0.0, shuffled), "ckpt.pt")
@@ -532,6 +536,12 @@ def test_animate_refuses_a_far_template_in_one_line(face, tmp_path, monkeypatch,
                            str(tmp_path / "far.obj"), "--no-smoothing")
     assert code == 1
     _one_line(err.rstrip("\n"), f"error: {tmp_path / 'far.obj'}: the template is far from the faces", "got 30.0;")
+    assert "--ignore-template-fit" in err and not (tmp_path / "out" / "animation.npz").exists()
+    code, _, err = run_cli(monkeypatch, capsys, "animate", "--checkpoint", str(face / "stage2.pt"), "--audio",
+                           str(face / "speech.wav"), "--out", str(tmp_path / "forced"), "--template",
+                           str(tmp_path / "far.obj"), "--no-smoothing", "--no-video", "--ignore-template-fit")
+    assert code == 0 and (tmp_path / "forced" / "animation.npz").is_file()  # the user asked: drawn, and warned
+    _one_line(err.rstrip("\n"), f"warning: {tmp_path / 'far.obj'}: the template is far from the faces", "got 30.0;")
     write_obj(tmp_path / "near.obj", mesh.vertices + 4.0, mesh.faces)  # 2 std away: animates
     code, _, err = run_cli(monkeypatch, capsys, "animate", "--checkpoint", str(face / "stage2.pt"), "--audio",
                            str(face / "speech.wav"), "--out", str(tmp_path / "out"), "--template",
