@@ -53,12 +53,12 @@ train() {
 }
 
 step "8. train stage 1: audio and expression pre-training, then stage 1, small config, 600 steps ($OUT/stage1)"
-train "$OUT/stage1" --store "$OUT/store" --stage 1 --recipe expressive --set recipe.audio_pretrain_steps=100 --steps 600 \
-    --batch-size 8 --frames 16 --workers 1 "${SMALL[@]}"
+train "$OUT/stage1" --store "$OUT/store" --stage 1 --recipe expressive --set recipe.audio_pretrain_steps=100 \
+    --steps 600 --batch-size 8 --frames 16 --workers 1 "${SMALL[@]}"
 
 step "9. train stage 2: the context model on the frozen stage-1 codes, 300 steps ($OUT/stage2)"
-train "$OUT/stage2" --store "$OUT/store" --stage 2 --recipe expressive --init-from "$OUT/stage1/last.pt" --steps 300 \
-    --batch-size 8 --frames 32 --workers 1
+train "$OUT/stage2" --store "$OUT/store" --stage 2 --recipe expressive --init-from "$OUT/stage1/last.pt" \
+    --steps 300 --batch-size 8 --frames 32 --workers 1
 
 step "10. evaluate on the test sentences of the sentence split (never seen in training)"
 RESULT=$OUT/stage2/last.eval-sentence-test.json
