@@ -13,10 +13,15 @@ as `brows.py` measures it).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from brows import FOREHEAD, brow_raise, sample_generator, smoothing_masks  # the measure the criteria read
 
 from facedata.render import Camera, MeshRenderer, PanelGrid, colorbar_image, text_image, values_to_rgb, write_png
 from facedata.store import Store
@@ -33,21 +38,21 @@ def brow_grid(raw: Path, store_path: Path, checkpoint: Path, *, seed: int = 0, p
     store = Store(store_path)
     model = load_checkpoint(checkpoint).model.eval()
     masks = store.masks()
-    forehead = masks["forehead"] > 0.5
-    smoothing = [torch.from_numpy(np.asarray(masks[k], np.float32)) for k in ("forehead", "neck")]
+    forehead = masks["forehead"] > FOREHEAD
+    smoothing = smoothing_masks(masks)
     entries = select_sequences(store, split="sentence", subset="test")
     ranges = [np.ptp(read_sequence_truth(raw, e.identity, e.sequence)["brow_raise_mm"]) for e in entries]
     index = int(np.argmax(ranges))
     seq = read_sequence(store, entries[index])
     template = torch.from_numpy(seq.template)[None]
     audio = audio_codes(model, seq)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    generator = sample_generator(seed, index)
     samples = decode_samples(model, audio.expand(2, -1, -1), template.expand(2, -1, -1), generator=generator)
     columns = {"truth": seq.vertices,
                "reconstruction": reconstruct(model, audio, torch.from_numpy(seq.vertices)[None], template)[0].numpy(),
                "sample 1": smooth_regions(samples[0], smoothing).numpy(),
                "sample 2": smooth_regions(samples[1], smoothing).numpy()}
-    raise_mm = {k: (g[:, forehead, 1] - seq.template[forehead, 1]).mean(1) for k, g in columns.items()}
+    raise_mm = {k: brow_raise(g, seq.template, forehead) for k, g in columns.items()}
     frames = [("truth highest", int(np.argmax(raise_mm["truth"]))),
               ("sample 1 highest", int(np.argmax(raise_mm["sample 1"]))),
               ("sample 2 highest", int(np.argmax(raise_mm["sample 2"])))]

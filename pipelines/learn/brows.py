@@ -38,6 +38,23 @@ from meshtalk.data import read_sequence, select_sequences  # noqa: E402
 from meshtalk.evaluate import audio_codes, decode_samples, reconstruct  # noqa: E402
 
 NO_MOTION = 0.01
+FOREHEAD = 0.5  # the forehead mask weight above which a vertex counts for the brow raise
+
+
+def brow_raise(geometry: np.ndarray, template: np.ndarray, forehead: np.ndarray) -> np.ndarray:
+    """(T,) mm: the mean vertical displacement from ``template`` (V, 3) over the ``forehead`` vertices (bool (V,))
+    of ``geometry`` (T, V, 3)."""
+    return (geometry[:, forehead, 1] - template[forehead, 1]).mean(1)
+
+
+def smoothing_masks(masks: dict[str, np.ndarray]) -> list[torch.Tensor]:
+    """The reference's smoothing masks (forehead, then neck) of a store's masks, for ``smooth_regions``."""
+    return [torch.from_numpy(np.asarray(masks[k], np.float32)) for k in ("forehead", "neck")]
+
+
+def sample_generator(seed: int, index: int) -> torch.Generator:
+    """The noise of the samples of test sentence ``index``: the same in every script that draws them."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + index)
 
 
 @torch.no_grad()
@@ -45,8 +62,8 @@ def measure(raw: Path, store_path: Path, checkpoint: Path, *, samples: int, seed
     store = Store(store_path)
     model = load_checkpoint(checkpoint).model.eval()
     masks = store.masks()
-    forehead = masks["forehead"] > 0.5
-    smoothing = [torch.from_numpy(np.asarray(masks[k], np.float32)) for k in ("forehead", "neck")]
+    forehead = masks["forehead"] > FOREHEAD
+    smoothing = smoothing_masks(masks)
     manifest = read_manifest(raw)
     index_of = {i["folder"]: i["index"] for i in manifest["identities"]}
     paths = ("truth", "reconstruction", "audio_sampled", "audio_sampled_mean")
@@ -62,7 +79,7 @@ def measure(raw: Path, store_path: Path, checkpoint: Path, *, samples: int, seed
         template = seq.template
         audio = audio_codes(model, seq)
         vertices = torch.from_numpy(seq.vertices)[None]
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        generator = sample_generator(seed, index)
         sampled = [smooth_regions(s, smoothing).numpy() for s in decode_samples(
             model, audio.expand(samples, -1, -1), torch.from_numpy(template)[None].expand(samples, -1, -1),
             generator=generator)]
@@ -75,7 +92,7 @@ def measure(raw: Path, store_path: Path, checkpoint: Path, *, samples: int, seed
         lip_gap = np.linalg.norm(template[up] - template[low])
         for name, geometries in predictions.items():
             for g in geometries:
-                brow[name].append((g[:, forehead, 1] - template[forehead, 1]).mean(1))
+                brow[name].append(brow_raise(g, template, forehead))
                 mouth[name].append(np.linalg.norm(g[:, up] - g[:, low], axis=-1) - lip_gap)
                 sentence[name].append(index)
         truth = read_sequence_truth(raw, entry.identity, entry.sequence)
