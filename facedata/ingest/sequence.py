@@ -30,7 +30,7 @@ from facedata.discover import FrameFiles, Reject, SequenceSource
 from facedata.errors import InputError
 from facedata.files import disk_full_error, is_disk_full, reporting_disk_full
 from facedata.ingest.plan import SequenceResult, SequenceTask, sequence_bytes
-from facedata.meshio import check_finite, read_bin, read_obj, read_transform
+from facedata.meshio import check_finite, read_bin, read_obj_vertices, read_transform
 from facedata.store import create_array, sequence_group_path, stage_group
 
 # Head-local coordinates put the origin near the head centre; world coordinates put the head about a metre from
@@ -100,29 +100,64 @@ def _failed(seq: SequenceSource, rejects: list[Reject], error: BaseException, st
     return SequenceResult(seq.identity, seq.name, "rejected", None, rejects, seconds=time.perf_counter() - started)
 
 
+FrameRead = tuple[tuple[np.ndarray, str] | None, list[Reject]]  # (vertices and their file kind, or None; rejects)
+
+# Frames read by one call in the middle of a sequence: polars' CSV reader pays its fixed cost once per call
+# (``facedata.meshio.read_obj_vertices``), and 16 frames of 7306 vertices hold 1.4 MB in memory.
+READ_BATCH = 16
+
+
 def read_frame(
     frame: FrameFiles, n_source: int, rejects: list[Reject], identity: str, sequence: str, *,
     obj_scanner: str = "compiled",
 ) -> tuple[np.ndarray, str] | None:
     """One frame's (n_source, 3) float32 head-local vertices and the file kind they came from ("bin", "obj" or
     "obj-world"), or None (with rejects) if no file of the frame is usable. ``obj_scanner``: see ``read_obj``."""
-    if frame.bin is not None:
+    ((read, own),) = read_frames([frame], n_source, identity, sequence, obj_scanner=obj_scanner)
+    rejects += own
+    return read
+
+
+def read_frames(
+    frames: list[FrameFiles], n_source: int, identity: str, sequence: str, *, obj_scanner: str = "compiled",
+) -> list[FrameRead]:
+    """``read_frame`` of each frame, with its own rejects: the .bin when it is valid, else the OBJ; the OBJ files
+    are read together (``read_obj_vertices``)."""
+    out: list[FrameRead] = []
+    for frame in frames:
+        own: list[Reject] = []
+        if frame.bin is not None:
+            try:
+                out.append(((read_bin(frame.bin, n_source), "bin"), own))
+                continue
+            except InputError as e:
+                own.append(Reject.from_error(e, "frame", identity, sequence))
+        out.append((None, own))
+    need = [i for i, (read, _) in enumerate(out) if read is None and frames[i].obj is not None]
+    objs = read_obj_vertices([frames[i].obj for i in need], scanner=obj_scanner)  # type: ignore[misc]
+    for i, vertices in zip(need, objs, strict=True):
         try:
-            return read_bin(frame.bin, n_source), "bin"
+            out[i] = (_head_local(vertices, frames[i], n_source), out[i][1])
         except InputError as e:
-            rejects.append(Reject.from_error(e, "frame", identity, sequence))
-    if frame.obj is not None:
-        try:
-            vertices = read_obj(frame.obj, faces=False, scanner=obj_scanner).vertices
-            if vertices.shape[0] != n_source:
-                raise InputError(frame.obj, "vertex count", expected=n_source, actual=vertices.shape[0])
-            check_finite(vertices, frame.obj)
-            if np.linalg.norm(vertices.mean(axis=0)) < WORLD_CENTROID_MM:
-                return vertices, "obj"
-            return _world_to_head_local(vertices, frame), "obj-world"
-        except InputError as e:
-            rejects.append(Reject.from_error(e, "frame", identity, sequence))
-    return None
+            out[i][1].append(Reject.from_error(e, "frame", identity, sequence))
+    return out
+
+
+def _head_local(vertices: np.ndarray | InputError, frame: FrameFiles, n_source: int) -> tuple[np.ndarray, str]:
+    """An OBJ frame's vertices checked and in head-local coordinates, with their file kind.
+
+    Raises:
+        InputError: the OBJ was unreadable (``vertices`` is its error), has another vertex count or non-finite
+            values, or is in world coordinates without a usable transform.
+    """
+    if isinstance(vertices, InputError):
+        raise vertices
+    if vertices.shape[0] != n_source:
+        raise InputError(frame.obj or "", "vertex count", expected=n_source, actual=vertices.shape[0])
+    check_finite(vertices, frame.obj or "")
+    if np.linalg.norm(vertices.mean(axis=0)) < WORLD_CENTROID_MM:
+        return vertices, "obj"
+    return _world_to_head_local(vertices, frame), "obj-world"
 
 
 def _world_to_head_local(vertices: np.ndarray, frame: FrameFiles) -> np.ndarray:
@@ -152,12 +187,11 @@ def _write_sequence(
     keep, n_source = task.vertex_set.keep, task.vertex_set.n_source
     frames = seq.frames
 
-    def read_alone(frame: FrameFiles) -> tuple[tuple[np.ndarray, str] | None, list[Reject]]:
-        own: list[Reject] = []
-        return read_frame(frame, n_source, own, seq.identity, seq.name, obj_scanner=obj_scanner), own
+    def read_batch(batch: list[FrameFiles]) -> list[FrameRead]:
+        return read_frames(batch, n_source, seq.identity, seq.name, obj_scanner=obj_scanner)
 
     def read(frame: FrameFiles) -> tuple[np.ndarray, str] | None:
-        frame_read, frame_rejects = read_alone(frame)
+        ((frame_read, frame_rejects),) = read_batch([frame])
         rejects.extend(frame_rejects)
         return frame_read
 
@@ -184,10 +218,12 @@ def _write_sequence(
         """(grid position, vertices, source kind) of every readable frame, in order."""
         yield 0, *first[1]
         middle = frames[first[0] + 1 : last[0]]
-        for frame, (r, frame_rejects) in zip(middle, _read_ahead(read_alone, middle, read_threads), strict=True):
-            rejects.extend(frame_rejects)  # in frame order, whatever order the threads finished in
-            if r is not None:
-                yield (frame.number - f0) // step, *r
+        batches = [middle[i : i + READ_BATCH] for i in range(0, len(middle), READ_BATCH)]
+        for batch, reads in zip(batches, _read_ahead(read_batch, batches, read_threads), strict=True):
+            for frame, (r, frame_rejects) in zip(batch, reads, strict=True):
+                rejects.extend(frame_rejects)  # in frame order, whatever order the threads finished in
+                if r is not None:
+                    yield (frame.number - f0) // step, *r
         if last is not first:
             yield n_frames - 1, *last[1]
 
@@ -254,19 +290,19 @@ def _write_sequence(
     return record
 
 
-def _read_ahead(read: Callable[[FrameFiles], Any], frames: Iterable[FrameFiles], threads: int) -> Iterator[Any]:
-    """``read(frame)`` of every frame, in order, computed on ``threads`` threads at most two frames each ahead of
-    the consumer (memory stays bounded whatever the sequence's length)."""
+def _read_ahead(read: Callable[[Any], Any], items: Iterable[Any], threads: int) -> Iterator[Any]:
+    """``read(item)`` of every item (a batch of frames), in order, computed on ``threads`` threads at most two items
+    each ahead of the consumer (memory stays bounded whatever the sequence's length)."""
     if threads <= 1:
-        yield from map(read, frames)
+        yield from map(read, items)
         return
-    todo = iter(frames)
+    todo = iter(items)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        pending = deque(pool.submit(read, f) for f in itertools.islice(todo, 2 * threads))
+        pending = deque(pool.submit(read, item) for item in itertools.islice(todo, 2 * threads))
         while pending:
             result = pending.popleft().result()
-            for frame in itertools.islice(todo, 1):
-                pending.append(pool.submit(read, frame))
+            for item in itertools.islice(todo, 1):
+                pending.append(pool.submit(read, item))
             yield result
 
 

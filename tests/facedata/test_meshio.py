@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from facedata.errors import InputError
-from facedata.meshio import parse_obj, read_bin, read_obj, read_transform, write_obj
+from facedata.meshio import parse_obj, read_bin, read_obj, read_obj_vertices, read_transform, write_obj
 
 
 def _obj_text(vertices: np.ndarray, faces: np.ndarray, fmt: str = "{:.6f}") -> str:
@@ -79,6 +79,43 @@ def test_the_csv_scanner_reads_plain_files_itself_and_leaves_the_rest(tmp_path):
             got = read_obj(path, scanner="csv")
             np.testing.assert_array_equal(got.vertices, expected.vertices)
             np.testing.assert_array_equal(got.faces, expected.faces)
+
+
+@pytest.mark.parametrize("scanner", ["compiled", "csv"])
+def test_many_files_read_at_once_give_each_file_its_own_vertices_or_error(tmp_path, scanner):
+    """One parse for a batch must split back into each file's vertices, and a bad file among good ones must get its
+    own error, whatever it does to the batch's parse (a field too many, an empty one, a word, a missing file)."""
+    rng = np.random.default_rng(5)
+    texts = {f"good{k}": _obj_text(rng.normal(size=(40 + k, 3)) * 50, rng.integers(0, 40, (20, 3))).encode()
+             for k in range(4)}
+    good = texts["good0"]
+    texts |= {
+        "no final newline": b"v 1 2 3\nv 4 5 6",
+        "empty field": good.replace(b"\nvt", b"\nv 1 2 \nvt", 1),
+        "word": good.replace(b"\nvt", b"\nv 1 two 3\nvt", 1),
+        "nan": good.replace(b"\nvt", b"\nv 1 nan 3\nvt", 1),
+        "short line": good.replace(b"\nvt", b"\nv 1 2\nvt", 1),
+        "crlf": good.replace(b"\n", b"\r\n"),
+    }
+    paths = []
+    for name, text in texts.items():
+        paths.append(tmp_path / f"{name}.obj")
+        paths[-1].write_bytes(text)
+        paths.append(tmp_path / f"then-good-{name}.obj")  # a good file after each odd one
+        paths[-1].write_bytes(texts["good1"])
+    paths.append(tmp_path / "missing.obj")
+    got = read_obj_vertices(paths, scanner=scanner)
+    assert len(got) == len(paths)
+    for path, result in zip(paths, got, strict=True):
+        try:
+            expected = read_obj(path, faces=False).vertices
+        except InputError as e:
+            assert isinstance(result, InputError), path.name
+            assert (result.path, result.what) == (e.path, e.what)
+        else:
+            assert isinstance(result, np.ndarray) and result.dtype == np.float32, path.name
+            np.testing.assert_array_equal(result, expected, err_msg=path.name)
+    assert sum(isinstance(r, InputError) for r in got) >= 3  # word, short line, missing: errors, not values
 
 
 @pytest.mark.parametrize("scanner", ["compiled", "csv"])
