@@ -10,7 +10,15 @@ near in space but far along the skin (the nose above the lip, the neck under the
 - ``upper_face``: the front of the face above a line ``upper_face_below_eyes_mm`` below the eyes, within
   ``upper_face_half_width_mm`` of the midline (eyes, brows, forehead), and when ``upper_face_above_eyes_mm`` is set
   below a line that far above the eyes (MeshTalk's released eye mask stops mid-forehead).
-- ``forehead``: the same above ``forehead_above_eyes_mm`` over the eyes, within ``forehead_half_width_mm``.
+- ``forehead``: the same above ``forehead_above_eyes_mm`` over the eyes, within ``forehead_half_width_mm``. Three
+  optional changes reshape it; by default they are off (a tilt of 0, the other two unset), so the default forehead is
+  the one just described: its lower edge climbs ``forehead_tilt_mm_per_mm`` mm per mm of x towards the subject's left
+  (+x; negative: towards the right), pivoting on the midline, for a painted mask that starts lower over one brow than
+  the other (the only change that makes a symmetric face's region asymmetric); within
+  ``forehead_bridge_half_width_mm`` of the midline, between the brows, it comes down to
+  ``forehead_bridge_above_eyes_mm`` over the eyes when that is set; and ``forehead_depth_mm``, when set, takes the
+  place of ``front_depth_mm`` for the forehead alone, so that it stops that far behind the nose tip, at the temples
+  and over the top of the head.
 - ``neck``: the surface more than ``neck_below_chin_mm`` below the chin that faces sideways or forwards (its
   outward unit normal's downward component below ``neck_max_downward``), not down like the skin under the chin.
   Behind the chin that upper edge climbs ``neck_jaw_slope`` mm per mm, by at most ``neck_rise_max_mm``, as the jaw
@@ -37,6 +45,8 @@ from facedata.masks.geometry import SurfaceGraph, smoothstep, vertex_normals
 from facedata.masks.landmarks import Landmarks
 
 MASK_NAMES = ("mouth", "upper_face", "eyelid", "forehead", "neck")
+# Parameters that may be negative: a tilt towards the subject's right.
+SIGNED_PARAMETERS = frozenset({"forehead_tilt_mm_per_mm"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,10 @@ class MaskParameters:
     upper_face_above_eyes_mm: float | None = None
     forehead_above_eyes_mm: float = 20.0
     forehead_half_width_mm: float = 62.0
+    forehead_tilt_mm_per_mm: float = 0.0
+    forehead_bridge_half_width_mm: float = 8.0
+    forehead_bridge_above_eyes_mm: float | None = None
+    forehead_depth_mm: float | None = None
     neck_below_chin_mm: float = 27.0
     neck_max_downward: float = 0.3
     neck_jaw_slope: float = 0.0
@@ -67,15 +81,19 @@ class MaskParameters:
         """Parameters from a TOML ``[parameters]`` table; missing keys keep their defaults.
 
         Raises:
-            InputError: an unknown key or a value that is not a positive number.
+            InputError: an unknown key, or a value that is not a positive number (a finite one for the signed
+                ``SIGNED_PARAMETERS``).
         """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(table) - known)
         if unknown:
             raise InputError(path, "mask parameters", expected=f"some of {sorted(known)}", actual=unknown)
         for key, value in table.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise InputError(path, f"mask parameter {key}", expected="a positive number", actual=repr(value))
+            signed = key in SIGNED_PARAMETERS
+            if (isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value)
+                    or (value <= 0 and not signed)):
+                raise InputError(path, f"mask parameter {key}", expected="a finite number" if signed
+                                 else "a positive number", actual=repr(value))
         return cls(**{k: float(v) for k, v in table.items()})
 
 
@@ -114,7 +132,14 @@ def compute_masks(vertices_mm: np.ndarray, faces: np.ndarray, graph: SurfaceGrap
     upper_core = front & (y > eye_y - p.upper_face_below_eyes_mm) & (np.abs(x - mid_x) < p.upper_face_half_width_mm)
     if p.upper_face_above_eyes_mm is not None:
         upper_core &= y < eye_y + p.upper_face_above_eyes_mm
-    forehead_core = front & (y > eye_y + p.forehead_above_eyes_mm) & (np.abs(x - mid_x) < p.forehead_half_width_mm)
+    forehead_low_y = eye_y + p.forehead_above_eyes_mm + p.forehead_tilt_mm_per_mm * (x - mid_x)
+    if p.forehead_bridge_above_eyes_mm is not None:
+        # Between the brows the forehead runs down towards the bridge of the nose.
+        bridge = np.abs(x - mid_x) < p.forehead_bridge_half_width_mm
+        forehead_low_y = np.where(bridge, np.minimum(forehead_low_y, eye_y + p.forehead_bridge_above_eyes_mm),
+                                  forehead_low_y)
+    forehead_front = front if p.forehead_depth_mm is None else z > nose[2] - p.forehead_depth_mm
+    forehead_core = forehead_front & (y > forehead_low_y) & (np.abs(x - mid_x) < p.forehead_half_width_mm)
     chin = landmarks.position(v, "chin")
     # The neck is the wall below the jaw: facing sideways or forwards, not down like the skin under the chin.
     normals = vertex_normals(v, faces)
