@@ -1,6 +1,6 @@
 """Speed of ``meshtalk animate``: audio to meshes for the released config, and the MP4 render.
 
-    .venv/bin/python benchmarks/bench_animate.py [--quick] [--threads 1]
+    .venv/bin/python benchmarks/bench_animate.py [--quick] [--threads N]
 
 The released configuration (H = 16, C = 128, V = 6172) with random weights (speed does not depend on the
 values), a face-sized 6172-vertex cap as the template with forehead and neck masks, and synthetic voiced speech
@@ -81,7 +81,8 @@ def prepare(root: Path) -> None:
             soundfile.write(root / f"speech_{seconds:g}s_{rate}.wav", speech(seconds, rate), rate, subtype="PCM_16")
 
 
-def run_case(root: Path, seconds: float, rate_hz: int, segment_seconds: float, threads: int, video: bool) -> dict:
+def run_case(root: Path, seconds: float, rate_hz: int, segment_seconds: float, threads: int | None,
+             video: bool) -> dict:
     """One case in this process, twice: the first call pays one-off costs (resampy's compilation)."""
     from meshtalk.animate import VideoOptions, animate_file
 
@@ -102,7 +103,7 @@ def run_case(root: Path, seconds: float, rate_hz: int, segment_seconds: float, t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the 60 s cases with segments, and no video")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1, the default of meshtalk animate)")
+    parser.add_argument("--threads", type=int, help="threads computing (default: the cores, as meshtalk animate)")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--video", action="store_true", help=argparse.SUPPRESS)
@@ -114,7 +115,9 @@ def main() -> None:
 
     import torch
 
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {args.threads}; load average before: "
+    threads = args.threads or len(os.sched_getaffinity(0))
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {threads} thread(s), each operation on one core; "
+          "load average before: "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("released config: H = 16, C = 128, V = 6172, random weights; real-time factor = seconds of speech per "
           "second of compute, audio to meshes (file writing excluded)\n")
@@ -128,7 +131,7 @@ def main() -> None:
         for i in chosen:
             name, seconds, _, _ = CASES[i]
             video = not args.quick and name == "60 s, 48 kHz, segments 4 s"
-            command = [sys.executable, __file__, "--case", str(i), "--root", str(root), "--threads", str(args.threads)]
+            command = [sys.executable, __file__, "--case", str(i), "--root", str(root), "--threads", str(threads)]
             done = subprocess.run(command + (["--video"] if video else []), capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{name}: failed\n{done.stderr[-2000:]}")
@@ -150,7 +153,7 @@ def main() -> None:
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average after: {load}")
     low = steady_rtf.get("60 s, 16 kHz, segments 4 s")
-    print(f"RESULT meshtalk animate, 60 s of 48 kHz speech, segments of 4 s (the default), {args.threads} thread(s): "
+    print(f"RESULT meshtalk animate, 60 s of 48 kHz speech, segments of 4 s (the default), {threads} thread(s): "
           f"{fast or float('nan'):.1f}x real time (target 20x); from 16 kHz {low or float('nan'):.1f}x; "
           f"load average {load}")
 

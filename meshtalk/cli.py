@@ -187,7 +187,8 @@ def animate(
     height: Annotated[int, typer.Option(help="Video height, pixels.")] = 480,
     yaw: Annotated[float, typer.Option(help="Camera yaw, degrees (0: front, 90: from the face's left).")] = 0.0,
     pitch: Annotated[float, typer.Option(help="Camera pitch, degrees (positive looks down).")] = 0.0,
-    threads: Annotated[int, typer.Option(min=1, help="torch threads; one was faster on 2 busy cores.")] = 1,
+    threads: Annotated[int | None, typer.Option(min=1, help="Threads computing on the CPU (default: its cores); "
+                                                "each operation runs on one core.")] = None,
     audio_frontend: Annotated[str, typer.Option(help=AUDIO_FRONTEND_HELP)] = "utterance",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:i]: where the model runs.")] = "auto",
     ignore_free_space: Annotated[bool, typer.Option("--ignore-free-space", help="Start even when the outputs' "

@@ -15,12 +15,14 @@ whole tensors.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from meshtalk.data import SequenceData
+from meshtalk.device import torch_threads
 from meshtalk.model import MeshTalk, quantize
 from meshtalk.sampling import sample
 
@@ -119,26 +121,38 @@ def smooth_in_time(geometry: Tensor, *, size: int = 9, sigma: float = 2.0) -> Te
     return out
 
 
-def smooth_regions(geometry: Tensor, masks: list[Tensor], *, size: int = 9, sigma: float = 2.0) -> Tensor:
+def smooth_regions(geometry: Tensor, masks: list[Tensor], *, size: int = 9, sigma: float = 2.0,
+                   threads: int = 1) -> Tensor:
     """The reference's post-processing: for each mask in turn, ``smoothed * m + geometry * (1 - m)``.
 
     Each pass smooths the result of the previous one (the reference passes the forehead mask, then the neck mask).
     Only vertices of nonzero weight are smoothed: the others keep their values exactly, and the masks cover a
-    small part of the face.
+    small part of the face. Vertices are smoothed independently, so a pass may split them over ``threads``
+    threads (each with its operations on one core); the values do not depend on it.
 
     Args:
         geometry: (..., T, V, 3), mm.
         masks: per-vertex weights in [0, 1], each (V,).
     """
     out = geometry
+
+    @torch.no_grad()  # grad mode is per thread
+    def blend(index: Tensor, weight: Tensor) -> None:
+        part = out.index_select(-2, index)  # (..., T, K, 3)
+        out.index_copy_(-2, index, smooth_in_time(part, size=size, sigma=sigma) * weight + part * (1 - weight))
+
     for mask in masks:
         m = mask.to(geometry)
         index = torch.nonzero(m).squeeze(1)  # (K,)
         if index.numel() == 0:
             continue
-        part = out.index_select(-2, index)  # (..., T, K, 3)
         weight = m[index][:, None]  # (K, 1)
         if out is geometry:
             out = geometry.clone()
-        out.index_copy_(-2, index, smooth_in_time(part, size=size, sigma=sigma) * weight + part * (1 - weight))
+        parts = min(threads, index.numel())
+        if parts <= 1:
+            blend(index, weight)
+            continue
+        with torch_threads(1), ThreadPoolExecutor(parts) as pool:  # disjoint vertices: no write meets another
+            list(pool.map(blend, index.tensor_split(parts), weight.tensor_split(parts)))
     return out

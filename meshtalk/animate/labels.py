@@ -10,7 +10,9 @@ over in ``meshtalk.animate.stream``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ from torch import Tensor
 
 from facedata.audio import MESH_FPS
 from facedata.errors import InputError
-from meshtalk.device import torch_threads
+from meshtalk.device import torch_threads, usable_cores
 from meshtalk.sampling import draw_sampling_noise, sample_fast
 
 
@@ -37,6 +39,8 @@ class LabelPlan:
             sampled side by side, each warmed up on the ``receptive_field`` frames before it.
         batch_segments: segments sampled together at most (the memory of one batch).
         chunk_frames: frames per piece of the single chain.
+        threads: the segments of a batch are sampled in this many parts side by side, one thread each, every
+            operation on one core (None: the cores this process may use; see ``iter_labels``).
     """
 
     samples: int = 1
@@ -46,6 +50,7 @@ class LabelPlan:
     segment_frames: int | None = None
     batch_segments: int = 32
     chunk_frames: int = 600
+    threads: int | None = None
 
     def check(self, receptive_field: int) -> None:
         """Raises InputError for values that cannot work with a context model of this receptive field."""
@@ -55,9 +60,9 @@ class LabelPlan:
             raise InputError("--segment-seconds", "segments shorter than the context model's receptive field",
                              expected=f">= {receptive_field} frames ({receptive_field / MESH_FPS:.2f} s), or 0",
                              actual=f"{self.segment_frames} frames")
-        if self.batch_segments < 1 or self.chunk_frames < 1:
-            raise InputError("label plan", "batch and chunk sizes", expected=">= 1",
-                             actual=(self.batch_segments, self.chunk_frames))
+        if self.batch_segments < 1 or self.chunk_frames < 1 or (self.threads is not None and self.threads < 1):
+            raise InputError("label plan", "batch and chunk sizes and threads", expected=">= 1",
+                             actual=(self.batch_segments, self.chunk_frames, self.threads))
 
 
 def segment_bounds(n_frames: int, segment_frames: int, warmup: int) -> list[tuple[int, int, int]]:
@@ -73,6 +78,29 @@ def segment_bounds(n_frames: int, segment_frames: int, warmup: int) -> list[tupl
         bounds.append((start - warmup, start, min(n_frames, start + segment_frames)))
         start += segment_frames
     return bounds
+
+
+def _sample_parts(context: Any, audio: Tensor, noise: Tensor | None, plan: LabelPlan, parts: list[slice]) -> Tensor:
+    """``sample_fast``'s labels of the rows of ``audio`` (B x T x audio_dim, noise B x T x H x C), each slice of
+    ``parts`` on its own thread; B x T x H."""
+
+    def part(rows: slice) -> Tensor:
+        return sample_fast(context, audio[rows], argmax=plan.argmax, noise_scale=plan.noise_scale,
+                           noise=None if noise is None else noise[rows], draft="none").labels
+
+    with torch_threads(1):  # set before the threads start, so that none of them changes it
+        if len(parts) == 1:
+            return part(parts[0])
+        with ThreadPoolExecutor(len(parts)) as pool:
+            return torch.cat(list(pool.map(part, parts)))
+
+
+def _split_rows(segments: int, samples: int, parts: int) -> list[slice]:
+    """Rows of a segment-major batch (``segments`` x ``samples`` rows) cut into at most ``parts`` slices of whole
+    segments, as even as they go."""
+    parts = max(1, min(parts, segments))
+    edges = [round(k * segments / parts) * samples for k in range(parts + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
 def segment_seed(seed: int, segment: int) -> int:
@@ -104,8 +132,11 @@ def iter_labels(context: Any, codes: Callable[[int, int], Tensor], n_frames: int
     ``meshtalk.sampling.draw_sampling_noise``, so it equals ``animate(..., generator=torch.Generator()
     .manual_seed(seed))`` on the whole sequence whatever the piece size; segment k draws from its own generator
     seeded with ``segment_seed(seed, k)``, so a segment's labels do not depend on how segments are batched.
-    The sampler runs on one thread: its steps are small matrix-vector products, which two threads on two busy
-    cores made 3 to 30 times slower (docs/animation.md).
+    Every sampler operation runs on one core: its steps are small matrix products, which two intra-op threads on
+    two busy cores made 3 to 30 times slower (docs/animation.md). Segments use the other cores instead: a batch is
+    cut into ``plan.threads`` parts sampled on as many threads at once (each part's operations release the
+    interpreter while they compute), which on a busy machine degrades to taking turns on one core; the labels are
+    the same however a batch is cut (each segment has its own noise, and rows of a batch do not mix).
     """
     H, C, W = context.heads, context.classes, context.receptive_field
     S = plan.samples
@@ -131,6 +162,7 @@ def iter_labels(context: Any, codes: Callable[[int, int], Tensor], n_frames: int
         return
     bounds = segment_bounds(n_frames, plan.segment_frames, W)
     steps = max(stop - first for first, _, stop in bounds)
+    threads = plan.threads or usable_cores()
     for g in range(0, len(bounds), plan.batch_segments):
         group = list(range(g, min(len(bounds), g + plan.batch_segments)))
         lo, hi = bounds[group[0]][0], bounds[group[-1]][2]
@@ -145,10 +177,9 @@ def iter_labels(context: Any, codes: Callable[[int, int], Tensor], n_frames: int
                 noise.append(draw_sampling_noise(S, steps, H, C, generator=generator))  # (S, steps, H, C)
         # Rows segment-major, the S samples of a segment together: (K * S, steps, audio_dim).
         audio = torch.stack(rows).repeat_interleave(S, dim=0)
-        with torch_threads(1):
-            drawn = sample_fast(context, audio, argmax=plan.argmax, noise=torch.cat(noise) if noise else None,
-                                noise_scale=plan.noise_scale, draft="none")
-        labels = drawn.labels.reshape(len(group), S, steps, H)
+        drawn = _sample_parts(context, audio, torch.cat(noise) if noise else None, plan,
+                              _split_rows(len(group), S, threads))
+        labels = drawn.reshape(len(group), S, steps, H)
         for i, k in enumerate(group):
             first, own, stop = bounds[k]
             yield LabelPiece(own, labels[i, :, own - first : stop - first],

@@ -44,7 +44,7 @@ from meshtalk.animate.labels import LabelPlan
 from meshtalk.animate.speech import compile_resampler, read_speech
 from meshtalk.animate.stream import StageTimes, animate_speech
 from meshtalk.animation_file import DEFAULT_VIDEO, AnimationWriter, VideoOptions
-from meshtalk.device import resolve_device, torch_threads
+from meshtalk.device import resolve_device, torch_threads, usable_cores
 
 # Stages that turn audio into meshes. "compile" is paid once per process; the rest write files.
 COMPUTE_STAGES = ("read audio", "audio codes", "labels", "decode", "smooth")
@@ -84,7 +84,7 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
                  store: str | Path | None = None, identity: str | None = None, masks_dir: str | Path | None = None,
                  smoothing: bool = True, samples: int | None = None, seed: int = 0, argmax: bool = False,
                  noise_scale: float = 1.0, segment_frames: int | None = None, obj: bool = False,
-                 video: VideoOptions | None = DEFAULT_VIDEO, threads: int | None = 1, device: str = "auto",
+                 video: VideoOptions | None = DEFAULT_VIDEO, threads: int | None = None, device: str = "auto",
                  audio_frontend: str = "utterance", ignore_free_space: bool = False, ignore_template_fit: bool = False,
                  progress: Callable[[str], None] | None = None) -> AnimateResult:
     """Animate a face with a WAV of speech; write ``OUT/animation.npz``, optionally OBJ frames and an MP4.
@@ -102,8 +102,10 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
             None samples one chain.
         obj: also write ``OUT/obj/frame_NNNNNN.obj`` (``OUT/obj/sample_K/...`` for several samples).
         video: MP4 options; None for no video.
-        threads: torch intra-op threads while computing (None: torch's default). One by default: on 2 busy
-            cores every stage ran faster on one thread (the sampler always runs on one, see ``iter_labels``).
+        threads: threads computing on the CPU (None: the cores this process may use). Every torch operation runs
+            on one core (intra-op threads made small steps 3-30x slower on 2 busy cores); the large work is split
+            over the threads instead: the resampling's blocks, the segments' sampling (``iter_labels``) and the
+            decoder's last layer (``DecoderStream``), which on busy cores degrades to taking turns.
         audio_frontend: ``utterance`` (the store's features, T = ceil(30 x seconds)) or ``reference`` (the
             release's windows and frame count, for imported weights: ``meshtalk.frontend``).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``: where the model runs (the audio is read
@@ -136,10 +138,12 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
     say = progress or (lambda line: None)
     times = StageTimes()
     out = Path(out)
-    with torch_threads(threads):
+    with torch_threads(1):
         loaded = load_checkpoint(checkpoint, device=resolve_device(device))
         require_trained_context(loaded, checkpoint)
         model = loaded.model.eval()
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        parts = (threads or usable_cores()) if on_cpu else 1  # a GPU takes the large work whole
         face = read_face(template=template, store=store, identity=identity)
         check_vertex_count(model, face, checkpoint)
         check_faces(face, store=store)
@@ -147,12 +151,13 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
         masks = (read_smoothing_masks(store=store, masks_dir=masks_dir, n_vertices=model.config.n_vertices)
                  if smoothing else [])
         S = samples or 1
-        plan = LabelPlan(samples=S, seed=seed, argmax=argmax, noise_scale=noise_scale, segment_frames=segment_frames)
+        plan = LabelPlan(samples=S, seed=seed, argmax=argmax, noise_scale=noise_scale, segment_frames=segment_frames,
+                         threads=parts)
         plan.check(model.context.receptive_field)
         with times.stage("compile"):
             compile_resampler(audio)
         with times.stage("read audio"):
-            speech = read_speech(audio)
+            speech = read_speech(audio, workers=threads or usable_cores())
         if audio_frontend == "reference":  # the release's frame count: one frame fewer for most lengths
             speech = replace(speech, n_frames=check_reference_length(speech.audio_16k.size, path=speech.path))
         say(f"{speech.path}: {speech.seconds:.2f} s at {speech.source_rate_hz} Hz, {speech.source_channels} "
@@ -174,7 +179,7 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
                                      sample_axis=samples is not None)
             for first, geometry, drawn in animate_speech(model, speech, face.template_mm, plan=plan,
                                                          smoothing_masks=masks, times=times,
-                                                         audio_frontend=audio_frontend):
+                                                         audio_frontend=audio_frontend, threads=parts):
                 with times.stage("write npz"):
                     writing = "the animation's frames"
                     writer.write(first, geometry, drawn)

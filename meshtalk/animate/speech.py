@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from facedata.audio import (
 from facedata.errors import InputError
 from facedata.resample import resample_blocks, warm_up
 from meshtalk.checkpoint import InputWarning
+from meshtalk.device import torch_threads
 from meshtalk.model import AudioEncoder, leaky
 
 # Speech that can be animated but is suspect. Clipped: a sample at 0.999 of full scale or more, as `facedata ingest`
@@ -74,9 +76,10 @@ class Speech:
         return self.audio_16k.size / SAMPLE_RATE_HZ
 
 
-def read_speech(path: str | Path) -> Speech:
+def read_speech(path: str | Path, *, workers: int | None = None) -> Speech:
     """Read a WAV of any rate, bit depth and channel count: mono by the channel mean, 16 kHz (resampy
-    ``kaiser_best``), loudness-normalised after resampling; the steps and values of ``facedata ingest``.
+    ``kaiser_best``, in blocks on ``workers`` threads: ``facedata.resample.resample_blocks``), loudness-normalised
+    after resampling; the steps and values of ``facedata ingest``.
 
     Raises:
         InputError: the file is missing, unreadable, empty, non-finite, silent, or shorter than one mesh frame.
@@ -92,7 +95,8 @@ def read_speech(path: str | Path) -> Speech:
                          actual=f"{1000 * info.seconds:.1f} ms ({info.frames} samples at {info.sample_rate_hz} Hz)")
     _warn_about_level(samples, path)
     # resampy kaiser_best as ingest resamples, on the CPU's cores in blocks (the same values, facedata/resample.py)
-    audio_16k = resample_blocks(samples, info.sample_rate_hz, SAMPLE_RATE_HZ).astype(np.float32, copy=False)
+    audio_16k = resample_blocks(samples, info.sample_rate_hz, SAMPLE_RATE_HZ, workers=workers).astype(np.float32,
+                                                                                                      copy=False)
     gain = loudness_gain(audio_16k, path=path)
     audio_16k = np.ascontiguousarray(audio_16k * np.float32(gain), dtype=np.float32)
     n_frames = max(1, math.ceil(audio_16k.size * MESH_FPS / SAMPLE_RATE_HZ))
@@ -195,15 +199,24 @@ def audio_codes(encoder: AudioEncoder, mel_block: np.ndarray | Tensor, block_sta
 
 
 def speech_codes(encoder: AudioEncoder, audio_16k: np.ndarray, first_frame: int, stop_frame: int, *,
-                 block_frames: int = 600) -> Tensor:
+                 block_frames: int = 600, threads: int = 1) -> Tensor:
     """Audio codes of mesh frames [first_frame, stop_frame) straight from 16 kHz audio, ``block_frames`` at a
-    time (each block computes its own log-mel, about 100 kB per second of speech). -> (n, audio_dim)."""
-    parts = []
-    for a in range(first_frame, stop_frame, block_frames):
+    time (each block computes its own log-mel, about 100 kB per second of speech), ``threads`` blocks at once
+    (each block's operations on one core). -> (n, audio_dim)."""
+
+    @torch.no_grad()  # grad mode is per thread
+    def block(a: int) -> Tensor:
         b = min(stop_frame, a + block_frames)
         lo, hi = mel_window_range(a, b - a)
-        parts.append(audio_codes(encoder, log_mel_frames(audio_16k, lo, hi), lo, a, b - a))
-    return torch.cat(parts) if parts else torch.zeros(0, encoder.code.out_features)
+        return audio_codes(encoder, log_mel_frames(audio_16k, lo, hi), lo, a, b - a)
+
+    starts = range(first_frame, stop_frame, block_frames)
+    if not starts:
+        return torch.zeros(0, encoder.code.out_features)
+    if threads <= 1 or len(starts) == 1:
+        return torch.cat([block(a) for a in starts])
+    with torch_threads(1), ThreadPoolExecutor(min(threads, len(starts))) as pool:
+        return torch.cat(list(pool.map(block, starts)))
 
 
 def compile_resampler(audio: str | Path) -> None:

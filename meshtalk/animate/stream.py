@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,7 @@ from torch import Tensor
 
 from meshtalk.animate.labels import LabelPiece, LabelPlan, iter_labels
 from meshtalk.animate.speech import Speech, speech_codes
-from meshtalk.device import shape_agnostic_kernels
+from meshtalk.device import shape_agnostic_kernels, torch_threads
 from meshtalk.inference import smooth_regions
 from meshtalk.model import LEAKY_SLOPE, MeshTalk, VertexDecoder, leaky
 
@@ -32,13 +34,16 @@ class DecoderStream:
     """The vertex decoder run piece by piece: the template's encoding once, the LSTM's state carried over.
 
     ``decode(one_hot)`` is ``VertexDecoder.forward(template, one_hot)`` on the pieces put together (test_animate
-    checks it).
+    checks it). The last layer (to V * 3 outputs, most of the arithmetic) and what follows it run on ``threads``
+    threads, each on its own rows with its operations on one core: unlike intra-op threads, that does not make
+    the LSTM's small steps wait for a descheduled thread on busy cores (docs/animation.md).
     """
 
     decoder: VertexDecoder
     template: Tensor  # 1 x V x 3, mm
     levels: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
     state: tuple[Tensor, Tensor] | None = None
+    threads: int = 1
 
     @torch.no_grad()
     def decode(self, one_hot: Tensor) -> Tensor:
@@ -54,11 +59,27 @@ class DecoderStream:
         z = torch.cat([x3.expand(B, T, -1), one_hot.reshape(B, T, -1)], dim=-1)  # (B, T, 128 + H*C)
         y, self.state = d.lstm(leaky(d.code_fusion(z)), self.state)  # (B, T, 128)
         y = x2 + leaky(d.up[0](y))  # (B, T, 256)
-        y = x1 + leaky(d.up[1](y))  # (B, T, 512)
-        # In place from here: the (B, T, V*3) tensors are the large ones, and each new one costs page faults. The
-        # operations and their order are the decoder's, so the values are the same.
-        y = F.leaky_relu_(d.up[2](y), LEAKY_SLOPE).add_(x0).add_(d.vertex_bias)  # (B, T, V*3)
-        return y.view(B, T, -1, 3).mul_(d.stddev).add_(d.mean)  # (B, T, V, 3)
+        y = (x1 + leaky(d.up[1](y))).reshape(B * T, -1)  # (B*T, 512)
+        out = y.new_empty(B * T, x0.shape[-1])  # (B*T, V*3)
+        # (leaky(up) + x0 + bias) * stddev + mean as leaky(up) * stddev + offset: two passes over the large rows
+        # instead of five, the same values to float rounding.
+        stddev = d.stddev.reshape(-1)
+        offset = (x0.reshape(-1) + d.vertex_bias) * stddev + d.mean.reshape(-1)  # (V*3,)
+
+        @torch.no_grad()  # grad mode is per thread
+        def last(rows: slice) -> None:
+            # In place: the (B*T, V*3) rows are the large tensors, and each new one costs page faults.
+            part = torch.addmm(d.up[2].bias, y[rows], d.up[2].weight.t(), out=out[rows])
+            torch.addcmul(offset, F.leaky_relu_(part, LEAKY_SLOPE), stddev, out=part)
+
+        edges = [round(k * B * T / self.threads) for k in range(self.threads + 1)]
+        parts = [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
+        if len(parts) <= 1:
+            last(slice(None))
+        else:
+            with torch_threads(1), ThreadPoolExecutor(len(parts)) as pool:
+                list(pool.map(last, parts))
+        return out.view(B, T, -1, 3)  # (B, T, V, 3)
 
 
 class StreamSmoother:
@@ -69,8 +90,8 @@ class StreamSmoother:
     reaches ``n_frames``) returns the rest. The replicate padding is applied at the sequence's ends only.
     """
 
-    def __init__(self, masks: list[Tensor], n_frames: int, *, size: int = 9, sigma: float = 2.0):
-        self.masks, self.n_frames, self.size, self.sigma = masks, n_frames, size, sigma
+    def __init__(self, masks: list[Tensor], n_frames: int, *, size: int = 9, sigma: float = 2.0, threads: int = 1):
+        self.masks, self.n_frames, self.size, self.sigma, self.threads = masks, n_frames, size, sigma, threads
         self.reach = (size // 2) * len(masks)
         self.buffer: Tensor | None = None  # unsmoothed frames [buffer_start, received)
         self.buffer_start = 0
@@ -90,7 +111,7 @@ class StreamSmoother:
             return geometry[..., :0, :, :]
         lo = max(0, self.emitted - self.reach)
         block = self.buffer[..., lo - self.buffer_start :, :, :]
-        smoothed = smooth_regions(block, self.masks, size=self.size, sigma=self.sigma)
+        smoothed = smooth_regions(block, self.masks, size=self.size, sigma=self.sigma, threads=self.threads)
         out = smoothed[..., self.emitted - lo : ready - lo, :, :]
         self.emitted = ready
         keep = max(0, self.emitted - self.reach)  # the next output needs frames from here on
@@ -123,7 +144,7 @@ class StageTimes:
 
 def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, plan: LabelPlan,
                    smoothing_masks: list[np.ndarray], times: StageTimes | None = None,
-                   decode_frames: int = 300, audio_frontend: str = "utterance"
+                   decode_frames: int = 300, audio_frontend: str = "utterance", threads: int = 1
                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Stream the animation of ``speech``: yields (first frame, S x n x V x 3 float32 mm, S x n x H labels) in
     frame order, holding at most a few pieces of ``decode_frames`` frames (and one batch of label segments).
@@ -135,7 +156,9 @@ def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, 
     the earlier segment's.
 
     ``audio_frontend``: ``utterance`` (the store's features) or ``reference`` (the release's per-window log-mel,
-    ``meshtalk.frontend``; give it ``speech.n_frames`` of ``reference_frame_count``).
+    ``meshtalk.frontend``; give it ``speech.n_frames`` of ``reference_frame_count``). ``threads``: the audio
+    codes', the decoder's and the smoothing's (``speech_codes``, ``DecoderStream``, ``StreamSmoother``); the
+    sampler's are ``plan.threads``.
     """
     from meshtalk.frontend import check_frontend, reference_speech_codes
 
@@ -150,15 +173,15 @@ def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, 
         with times.stage("audio codes"):
             if reference:
                 return reference_speech_codes(model, speech.audio_16k, a, b)
-            return speech_codes(model.encoder.audio, speech.audio_16k, a, b).to(device)
+            return speech_codes(model.encoder.audio, speech.audio_16k, a, b, threads=threads).to(device)
 
-    decoder = DecoderStream(model.decoder, torch.from_numpy(template_mm).to(device)[None])
+    decoder = DecoderStream(model.decoder, torch.from_numpy(template_mm).to(device)[None], threads=threads)
 
     def decode(labels: Tensor) -> Tensor:
         with times.stage("decode"), shape_agnostic_kernels():  # pieces of several lengths: see meshtalk.device
             return decoder.decode(F.one_hot(labels, C).to(torch.float32))  # (S, n, V, 3)
 
-    smoother = StreamSmoother([torch.from_numpy(np.asarray(m)).to(device) for m in smoothing_masks], T)
+    smoother = StreamSmoother([torch.from_numpy(np.asarray(m)).to(device) for m in smoothing_masks], T, threads=threads)
     queued: list[Tensor] = []  # labels of frames given to the smoother and not yet out of it
     emitted = 0
 

@@ -27,6 +27,12 @@ class Sample:
 def draw_sampling_noise(batch: int, frames: int, heads: int, classes: int, *, generator: torch.Generator | None = None,
                         device: torch.device | str | None = None) -> Tensor:
     """Uniform draws for sampling, B x T x H x C: one ``torch.rand(B, C)`` per (frame, head), frame-major."""
+    if torch.empty(0, device=device).device.type == "cpu":
+        # The CPU generator fills a tensor element by element in memory order, so one (T*H, B, C) draw is the
+        # stream of the T*H draws of (B, C) (tests/meshtalk/test_sampling.py): 30,000 calls fewer for a minute of
+        # speech, 0.24 s of it. Other devices draw in parallel blocks, where only the calls themselves are the same.
+        draws = torch.rand(frames * heads, batch, classes, generator=generator, device=device)
+        return draws.transpose(0, 1).reshape(batch, frames, heads, classes)  # (B, T, H, C)
     draws = [torch.rand(batch, classes, generator=generator, device=device) for _ in range(frames * heads)]
     if not draws:
         return torch.empty(batch, frames, heads, classes, device=device)

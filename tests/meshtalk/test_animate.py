@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,9 @@ def test_regions_blend_smoothed_and_original_per_vertex_one_mask_after_the_other
     blended = 0.5 * once[:, 2] + 0.5 * geometry[:, 2]
     torch.testing.assert_close(result[:, 2], smooth_in_time(blended[:, None])[:, 0])  # neck smooths the blend
     assert not torch.equal(geometry, result) and torch.equal(geometry, geometry.clone())  # input left as it was
+    masks = [torch.rand(40) * (torch.rand(40) > 0.3), torch.rand(40) * (torch.rand(40) > 0.5)]
+    many = torch.randn(2, 15, 40, 3)
+    assert torch.equal(smooth_regions(many, masks, threads=3), smooth_regions(many, masks))  # per vertex: any split
 
 
 @pytest.mark.parametrize("method", ["fast", "reference"])
@@ -154,9 +158,12 @@ def test_audio_codes_over_a_block_equal_the_encoder_on_each_window(dilations):
     torch.testing.assert_close(audio_codes(model.encoder.audio, mel, 0, 5, 30), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(speech_codes(model.encoder.audio, audio, 5, 35, block_frames=7), expected,
                                rtol=1e-5, atol=1e-6)
+    threaded = speech_codes(model.encoder.audio, audio, 5, 35, block_frames=7, threads=3)  # 5 blocks on 3 threads
+    torch.testing.assert_close(threaded, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_decoder_in_pieces_equals_the_decoder():
+@pytest.mark.parametrize("threads", [1, 3])
+def test_decoder_in_pieces_equals_the_decoder(threads):
     model = tiny_model(12)
     batch = tiny_batch(model.config, batch=2, frames=23)
     labels = torch.randint(0, model.config.classes, (2, 23, model.config.heads))
@@ -164,7 +171,7 @@ def test_decoder_in_pieces_equals_the_decoder():
     template = batch["template"][:1]
     with torch.no_grad():
         expected = model.decoder(template.expand(2, -1, -1), one_hot)
-    stream = DecoderStream(model.decoder, template)
+    stream = DecoderStream(model.decoder, template, threads=threads)  # 3: pieces of 10 rows in 3 parts, of 6 in 3
     pieces = torch.cat([stream.decode(one_hot[:, a : a + 5]) for a in range(0, 23, 5)], dim=1)
     torch.testing.assert_close(pieces, expected, rtol=1e-5, atol=1e-5)
 
@@ -173,7 +180,7 @@ def test_decoder_in_pieces_equals_the_decoder():
 def test_stream_smoother_equals_smoothing_the_whole(sizes):
     geometry = torch.randn(2, 30, 6, 3)
     masks = [torch.rand(6), torch.tensor([0.0, 1.0, 0.0, 0.3, 0.0, 1.0])]
-    smoother = StreamSmoother(masks, 30)
+    smoother = StreamSmoother(masks, 30, threads=2 if len(sizes) == 4 else 1)  # the vertices in two parts
     out, first = [], 0
     for n in sizes:
         out.append(smoother.push(geometry[:, first : first + n]))
@@ -247,6 +254,12 @@ def test_segments_do_not_depend_on_batching_and_one_segment_is_the_chain(stream_
     apart, labels_apart = stream(model, audio, template, masks, LabelPlan(segment_frames=25, batch_segments=1), 3)
     assert np.array_equal(labels_together, labels_apart)
     np.testing.assert_allclose(together, apart, rtol=0, atol=1e-4)
+    for threads in (2, 4):  # a batch of 6 segments cut into parts sampled on threads, 2 samples per segment
+        plan = LabelPlan(segment_frames=25, samples=2, seed=3)
+        _, threaded = stream(model, audio, template, masks, replace(plan, threads=threads), 1000)
+        _, one = stream(model, audio, template, masks, replace(plan, threads=1), 1000)
+        assert np.array_equal(threaded, one)
+        assert not np.array_equal(threaded[0], threaded[1])  # the two samples differ: rows were not mixed up
     chain, chain_labels = stream(model, audio, template, masks, LabelPlan(), 1000)
     single, single_labels = stream(model, audio, template, masks, LabelPlan(segment_frames=200), 1000)
     assert np.array_equal(single_labels, chain_labels)

@@ -135,3 +135,18 @@ def test_wrong_noise_shape_and_unknown_method_are_errors():
         sample(context, audio, method="beam")
     with pytest.raises(InputError, match="unknown draft"):
         sample_fast(context, audio, draft="bf16")
+
+
+@pytest.mark.parametrize(("batch", "frames", "heads", "classes"), [(1, 140, 16, 128), (3, 17, 4, 9), (2, 1, 1, 1)])
+def test_sampling_noise_is_the_stream_of_one_draw_per_frame_and_head(batch, frames, heads, classes):
+    """The noise must stay the reference's: one torch.rand(B, C) per (frame, head), frame-major, from the same
+    generator (or the global one after torch.manual_seed), whichever way it is drawn."""
+    generator = torch.Generator().manual_seed(11)
+    expected = torch.stack([torch.rand(batch, classes, generator=generator) for _ in range(frames * heads)], dim=1)
+    got = draw_sampling_noise(batch, frames, heads, classes, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(got, expected.reshape(batch, frames, heads, classes))
+    torch.manual_seed(4)
+    expected = torch.stack([torch.rand(batch, classes) for _ in range(frames * heads)], dim=1)
+    torch.manual_seed(4)
+    got = draw_sampling_noise(batch, frames, heads, classes)
+    assert torch.equal(got, expected.reshape(batch, frames, heads, classes))
