@@ -8,6 +8,8 @@ imports nothing of meshtalk.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import mmap
 import os
 import warnings
 from collections.abc import Iterator
@@ -64,3 +66,40 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # no affinity masks on this system
         return max(1, os.cpu_count() or 1)
+
+
+HUGE_PAGE_BYTES = 2 << 20  # a transparent huge page on x86-64 and most arm64 kernels
+
+
+def on_huge_pages(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of contiguous CPU tensors packed into one buffer that the kernel is asked to back with 2 MB pages
+    (Linux transparent huge pages, ``madvise`` mode; elsewhere, or for less than a page, the tensors themselves).
+
+    The sampler reads all of its weights every frame (12 MB of the draft's int8, more for the waves): on 4 kB pages
+    that takes thousands of TLB entries per frame, on 2 MB pages a few (``benchmarks/bench_model.py``). Each copy
+    starts on a 64-byte boundary, as torch's own allocations, with the tensor's shape and strides: the same values
+    in the same kernels.
+    """
+    ok = (tensors and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
+          and hasattr(mmap, "MADV_HUGEPAGE") and hasattr(mmap, "MAP_PRIVATE"))
+    sizes = [-(-t.nbytes // 64) * 64 for t in tensors]
+    if not ok or sum(sizes) < HUGE_PAGE_BYTES:
+        return tensors
+    total = sum(sizes) + HUGE_PAGE_BYTES
+    # Private, not mmap's default shared mapping: shared anonymous memory is shmem, which THP leaves alone.
+    buffer = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    start = -ctypes.addressof(ctypes.c_char.from_buffer(buffer)) % HUGE_PAGE_BYTES
+    try:
+        buffer.madvise(mmap.MADV_HUGEPAGE, start, (total - start) // mmap.PAGESIZE * mmap.PAGESIZE)
+    except OSError:  # a kernel without THP: ordinary pages, the same values
+        pass
+    out, at = [], start
+    for tensor, size in zip(tensors, sizes, strict=True):
+        if size == 0:
+            out.append(tensor)
+            continue
+        # frombuffer holds the buffer for as long as the tensor lives.
+        copy = torch.frombuffer(buffer, dtype=tensor.dtype, count=tensor.numel(), offset=at).view(tensor.shape)
+        out.append(copy.copy_(tensor))
+        at += size
+    return out

@@ -11,6 +11,7 @@ import weakref
 import torch
 from torch import Tensor
 
+from meshtalk.device import on_huge_pages
 from meshtalk.model import ContextModel
 from meshtalk.sampling.draft import Drafter
 from meshtalk.sampling.schedule import Step, Wave, one_head_per_step, wave_schedule
@@ -51,6 +52,10 @@ class WeightLayout:
         steps += self.finish + self.narrow_finish
         steps += [step for level in self.check_steps for step in level]
         self._blocks = {step: self._view(step).contiguous() for step in steps}
+        # On 2 MB pages what a step reads every frame (the far taps, views of the parameters, are read per block).
+        packed = on_huge_pages([self.near_t, self.emb_rows, *self._blocks.values()])
+        self.near_t, self.emb_rows = packed[:2]
+        self._blocks = dict(zip(self._blocks, packed[2:], strict=True))
         self.n_weights = sum(p.numel() for p in context.parameters())
         self._context = weakref.ref(context)
         self._drafters: dict[bool, Drafter | None] = {}

@@ -164,3 +164,23 @@ def test_animate_device_option_of_the_cli(face, tmp_path):
     assert done.exit_code == 0, done.output
     anim = read_animation(tmp_path / "cli" / "animation.npz")
     assert anim.options["device"] == "cpu" and anim.options["source_rate_hz"] == 48_000
+
+
+def test_tensors_on_huge_pages_keep_their_values_shapes_and_life():
+    import gc
+    import mmap
+
+    from meshtalk.device import HUGE_PAGE_BYTES, on_huge_pages
+
+    weights = [torch.randn(700, 1000), torch.randint(-127, 128, (3, 999, 1001), dtype=torch.int8),
+               torch.zeros(0), torch.arange(5)]
+    packed = on_huge_pages(weights)
+    gc.collect()  # the buffer must live as long as the tensors do
+    for before, after in zip(weights, packed, strict=True):
+        assert torch.equal(before, after) and after.shape == before.shape and after.stride() == before.stride()
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        assert packed[0].data_ptr() % HUGE_PAGE_BYTES == 0  # the first copy starts a 2 MB page
+        assert all(t.data_ptr() % 64 == 0 for t in packed if t.numel())
+        assert packed[1].data_ptr() != weights[1].data_ptr()
+    small, strided = [torch.randn(10)], [torch.randn(2000, 600).t()]
+    assert on_huge_pages(small)[0] is small[0] and on_huge_pages(strided)[0] is strided[0]  # left as they are
