@@ -267,7 +267,7 @@ AUDIO_FRAME_S = 0.0010  # check, resample, normalise and log-mel the audio of on
 WORKER_START_S = 1.3  # a fork server (interpreter, numpy, zarr, the OBJ scanner) and its workers forked
 COMPILED_START_S = 0.9  # numba and the compiled OBJ scanner loaded into a process
 COMPILED_OBJ_S = 0.0012  # one 7306-vertex OBJ read by the compiled scanner ...
-CSV_OBJ_S = 0.0031  # ... and by polars' CSV reader
+CSV_OBJ_S = 0.0021  # ... and by polars' CSV reader, 16 files a call (1.8 ms against 1.0 idle, in ingest)
 READ_THREADS = 2  # threads reading frames ahead in the command's own process (the machine's two cores)
 
 
@@ -278,7 +278,7 @@ def obj_frames(source: SequenceSource) -> int:
 
 def obj_scanner(n_files: int) -> str:
     """The OBJ scanner for a process that reads ``n_files`` OBJ files (``facedata.meshio.read_obj``): "csv", which
-    has nothing to load, unless the compiled scanner's faster reads pay for loading it (about 500 files)."""
+    has nothing to load, unless the compiled scanner's faster reads pay for loading it (about 1,000 files)."""
     return "compiled" if n_files * (CSV_OBJ_S - COMPILED_OBJ_S) > COMPILED_START_S else "csv"
 
 
