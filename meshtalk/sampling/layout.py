@@ -6,6 +6,7 @@ unchanged (``prepare``).
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 
 import torch
@@ -79,13 +80,15 @@ class WeightLayout:
 
 
 PREPARED: weakref.WeakKeyDictionary[ContextModel, WeightLayout] = weakref.WeakKeyDictionary()
+_PREPARING = threading.Lock()  # threads sampling parts of one batch (meshtalk.animate) build one layout, not one each
 
 
 def prepare(context: ContextModel) -> WeightLayout:
     """The sampling layout of ``context``'s weights, rebuilt when a parameter changed (in-place updates raise a
     tensor's version) or moved."""
     key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in context.parameters())
-    prepared = PREPARED.get(context)
-    if prepared is None or prepared.key != key:
-        prepared = PREPARED[context] = WeightLayout(context, key)
+    with _PREPARING:
+        prepared = PREPARED.get(context)
+        if prepared is None or prepared.key != key:
+            prepared = PREPARED[context] = WeightLayout(context, key)
     return prepared
