@@ -34,9 +34,9 @@ class DecoderStream:
     """The vertex decoder run piece by piece: the template's encoding once, the LSTM's state carried over.
 
     ``decode(one_hot)`` is ``VertexDecoder.forward(template, one_hot)`` on the pieces put together, to float
-    rounding (test_animate checks it). The last layer (to V * 3 outputs, most of the arithmetic) and what follows it run on ``threads``
-    threads, each on its own rows with its operations on one core: unlike intra-op threads, that does not make
-    the LSTM's small steps wait for a descheduled thread on busy cores (docs/animation.md).
+    rounding (test_animate checks it). The last layer (to V * 3 outputs, most of the arithmetic) and what follows
+    it run on ``threads`` threads, each on its own rows with its operations on one core: unlike intra-op threads,
+    that does not make the LSTM's small steps wait for a descheduled thread on busy cores (docs/animation.md).
     """
 
     decoder: VertexDecoder
