@@ -114,13 +114,14 @@ def read_obj_vertices(paths: Sequence[str | Path], *, scanner: str = "csv") -> l
     its vertex lines). A file outside that layout, or in a batch whose parse fails, goes through ``read_obj`` alone,
     so each error names its own file.
     """
+    if scanner != "csv":
+        return [_vertices_or_error(path, None, scanner) for path in paths]
     out: list[np.ndarray | InputError | None] = [None] * len(paths)
+    texts: list[bytes | None] = [None] * len(paths)
     plain: list[tuple[int, bytes, int]] = []  # (position, vertex block, lines)
     for i, path in enumerate(paths):
-        if scanner != "csv":
-            break
         try:
-            data = Path(path).read_bytes()
+            texts[i] = data = Path(path).read_bytes()
         except OSError as e:
             out[i] = InputError(path, f"unreadable file: {e.strerror or e}")
             continue
@@ -131,13 +132,19 @@ def read_obj_vertices(paths: Sequence[str | Path], *, scanner: str = "csv") -> l
     for (i, _, _), vertices in zip(plain, _parse_vertex_blocks([b for _, b, _ in plain], [n for _, _, n in plain]),
                                    strict=True):
         out[i] = vertices
-    for i, path in enumerate(paths):
-        if out[i] is None:
-            try:
-                out[i] = read_obj(path, faces=False, scanner=scanner).vertices
-            except InputError as e:
-                out[i] = e
-    return out  # type: ignore[return-value]  # every entry is set above
+    # The rest to the compiled scanner, from the bytes already read.
+    return [done if done is not None else _vertices_or_error(path, texts[i], "compiled")
+            for i, (path, done) in enumerate(zip(paths, out, strict=True))]
+
+
+def _vertices_or_error(path: str | Path, data: bytes | None, scanner: str) -> np.ndarray | InputError:
+    """``read_obj(path, faces=False).vertices`` (parsed from ``data`` when given), or the InputError it raises."""
+    try:
+        if data is None:
+            return read_obj(path, faces=False, scanner=scanner).vertices
+        return parse_obj(np.frombuffer(data, dtype=np.uint8), path=path, faces=False).vertices
+    except InputError as e:
+        return e
 
 
 def parse_obj(buf: np.ndarray, *, path: str | Path = "<obj>", faces: bool = True) -> ObjMesh:

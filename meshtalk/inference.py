@@ -15,14 +15,13 @@ whole tensors.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from meshtalk.data import SequenceData
-from meshtalk.device import torch_threads
+from meshtalk.device import map_on_threads
 from meshtalk.model import MeshTalk, quantize
 from meshtalk.sampling import sample
 
@@ -136,7 +135,6 @@ def smooth_regions(geometry: Tensor, masks: list[Tensor], *, size: int = 9, sigm
     """
     out = geometry
 
-    @torch.no_grad()  # grad mode is per thread
     def blend(index: Tensor, weight: Tensor) -> None:
         part = out.index_select(-2, index)  # (..., T, K, 3)
         out.index_copy_(-2, index, smooth_in_time(part, size=size, sigma=sigma) * weight + part * (1 - weight))
@@ -149,10 +147,7 @@ def smooth_regions(geometry: Tensor, masks: list[Tensor], *, size: int = 9, sigm
         weight = m[index][:, None]  # (K, 1)
         if out is geometry:
             out = geometry.clone()
-        parts = min(threads, index.numel())
-        if parts <= 1:
-            blend(index, weight)
-            continue
-        with torch_threads(1), ThreadPoolExecutor(parts) as pool:  # disjoint vertices: no write meets another
-            list(pool.map(blend, index.tensor_split(parts), weight.tensor_split(parts)))
+        parts = max(1, min(threads, index.numel()))  # disjoint vertices: no write meets another
+        pieces = zip(index.tensor_split(parts), weight.tensor_split(parts), strict=True)
+        map_on_threads(lambda piece: blend(*piece), pieces, parts)
     return out

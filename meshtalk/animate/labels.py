@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,7 @@ from torch import Tensor
 
 from facedata.audio import MESH_FPS
 from facedata.errors import InputError
-from meshtalk.device import torch_threads, usable_cores
+from meshtalk.device import map_on_threads, torch_threads, usable_cores
 from meshtalk.sampling import draw_sampling_noise, sample_fast
 
 
@@ -88,11 +87,7 @@ def _sample_parts(context: Any, audio: Tensor, noise: Tensor | None, plan: Label
         return sample_fast(context, audio[rows], argmax=plan.argmax, noise_scale=plan.noise_scale,
                            noise=None if noise is None else noise[rows], draft="none").labels
 
-    with torch_threads(1):  # set before the threads start, so that none of them changes it
-        if len(parts) == 1:
-            return part(parts[0])
-        with ThreadPoolExecutor(len(parts)) as pool:
-            return torch.cat(list(pool.map(part, parts)))
+    return torch.cat(map_on_threads(part, parts, len(parts)))
 
 
 def _split_rows(segments: int, samples: int, parts: int) -> list[slice]:

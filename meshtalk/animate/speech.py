@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from facedata.audio import (
 from facedata.errors import InputError
 from facedata.resample import resample_blocks, warm_up
 from meshtalk.checkpoint import InputWarning
-from meshtalk.device import torch_threads
+from meshtalk.device import map_on_threads
 from meshtalk.model import AudioEncoder, leaky
 
 # Speech that can be animated but is suspect. Clipped: a sample at 0.999 of full scale or more, as `facedata ingest`
@@ -204,19 +203,13 @@ def speech_codes(encoder: AudioEncoder, audio_16k: np.ndarray, first_frame: int,
     time (each block computes its own log-mel, about 100 kB per second of speech), ``threads`` blocks at once
     (each block's operations on one core). -> (n, audio_dim)."""
 
-    @torch.no_grad()  # grad mode is per thread
     def block(a: int) -> Tensor:
         b = min(stop_frame, a + block_frames)
         lo, hi = mel_window_range(a, b - a)
         return audio_codes(encoder, log_mel_frames(audio_16k, lo, hi), lo, a, b - a)
 
-    starts = range(first_frame, stop_frame, block_frames)
-    if not starts:
-        return torch.zeros(0, encoder.code.out_features)
-    if threads <= 1 or len(starts) == 1:
-        return torch.cat([block(a) for a in starts])
-    with torch_threads(1), ThreadPoolExecutor(min(threads, len(starts))) as pool:
-        return torch.cat(list(pool.map(block, starts)))
+    parts = map_on_threads(block, range(first_frame, stop_frame, block_frames), threads)
+    return torch.cat(parts) if parts else torch.zeros(0, encoder.code.out_features)
 
 
 def compile_resampler(audio: str | Path) -> None:

@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from meshtalk.animate.labels import LabelPiece, LabelPlan, iter_labels
 from meshtalk.animate.speech import Speech, speech_codes
-from meshtalk.device import shape_agnostic_kernels, torch_threads
+from meshtalk.device import map_on_threads, shape_agnostic_kernels
 from meshtalk.inference import smooth_regions
 from meshtalk.model import LEAKY_SLOPE, MeshTalk, VertexDecoder, leaky
 
@@ -66,19 +65,13 @@ class DecoderStream:
         stddev = d.stddev.reshape(-1)
         offset = (x0.reshape(-1) + d.vertex_bias) * stddev + d.mean.reshape(-1)  # (V*3,)
 
-        @torch.no_grad()  # grad mode is per thread
         def last(rows: slice) -> None:
             # In place: the (B*T, V*3) rows are the large tensors, and each new one costs page faults.
             part = torch.addmm(d.up[2].bias, y[rows], d.up[2].weight.t(), out=out[rows])
             torch.addcmul(offset, F.leaky_relu_(part, LEAKY_SLOPE), stddev, out=part)
 
         edges = [round(k * B * T / self.threads) for k in range(self.threads + 1)]
-        parts = [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
-        if len(parts) <= 1:
-            last(slice(None))
-        else:
-            with torch_threads(1), ThreadPoolExecutor(len(parts)) as pool:
-                list(pool.map(last, parts))
+        map_on_threads(last, [slice(a, b) for a, b in itertools.pairwise(edges) if b > a], self.threads)
         return out.view(B, T, -1, 3)  # (B, T, V, 3)
 
 
