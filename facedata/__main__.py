@@ -1,3 +1,3 @@
-from facedata.cli import main
+from facedata.cli import run
 
-main()
+run()

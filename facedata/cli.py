@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from facedata.errors import FacedataError
+from facedata.files import run_and_exit
 
 app = typer.Typer(
     name="facedata",
@@ -207,6 +208,11 @@ def stats(
     with progress_bar("stats", unit="frames") as update:
         result = run_stats(store, report_dir=report, options=options, progress=update)
     print_stats_summary(result)
+
+
+def run() -> None:
+    """The installed ``facedata`` command: ``main``, then the process ends without the interpreter's teardown."""
+    run_and_exit(main)
 
 
 def main() -> None:

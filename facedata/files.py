@@ -17,10 +17,11 @@ import errno
 import functools
 import os
 import shutil
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from facedata.errors import DiskFullError
 
@@ -129,6 +130,31 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def run_and_exit(main: Callable[[], object]) -> NoReturn:
+    """Run a command's ``main`` and end the process with its exit status, skipping the interpreter's teardown.
+
+    The teardown is slow once polars is loaded (measured: ``python -c "import polars"`` 0.27 s, 0.19 s when it ends
+    this way), a large part of a small command; nothing a command writes needs it, since every file here is written
+    whole and closed before ``main`` returns (``write_bytes_atomic``), and stdout and stderr are flushed first. An
+    exception other than ``SystemExit`` is left to the interpreter, which prints its traceback and tears down as
+    usual. Only the installed commands end this way; ``main`` itself stays callable in a process that goes on
+    (tests)."""
+    try:
+        main()
+        code: object = 0
+    except SystemExit as stop:
+        code = stop.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe has nothing left to flush
+            stream.flush()
+    os._exit(code)
 
 
 def _write_whole(path: Path, data: bytes) -> None:

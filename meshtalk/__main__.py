@@ -1,3 +1,3 @@
-from meshtalk.cli import main
+from meshtalk.cli import run
 
-main()
+run()

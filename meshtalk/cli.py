@@ -291,6 +291,13 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
 _show_warning = warnings.showwarning
 
 
+def run() -> None:
+    """The installed ``meshtalk`` command: ``main``, then the process ends without the interpreter's teardown."""
+    from facedata.files import run_and_exit
+
+    run_and_exit(main)
+
+
 def main() -> None:
     from facedata.errors import FacedataError
 

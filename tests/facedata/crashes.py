@@ -201,15 +201,15 @@ class Run:
 
 
 def run_command(args: list[str], *, kill_after_s: float | None = None, env: dict[str, str] | None = None) -> Run:
-    """Run ``facedata ARGS`` in a child process (the CLI's ``main``, as the installed command runs it) and, with
+    """Run ``facedata ARGS`` in a child process (the CLI's ``run``, as the installed command runs it) and, with
     ``kill_after_s``, SIGKILL it that long after it is ready (imports done), unless it has finished by then."""
     ready_read, ready_write = os.pipe()
     code = ("import importlib, os, sys\n"
             f"for name in {PRELOAD.get(args[0], [])!r}: importlib.import_module(name)\n"
-            "from facedata.cli import main\n"
+            "from facedata.cli import run\n"
             f"os.write({ready_write}, b'r'); os.close({ready_write})\n"
             f"sys.argv = ['facedata', *{args!r}]\n"
-            "main()\n")
+            "run()\n")
     # Files, not pipes, for the output: a child that fills a pipe nobody reads would stall and move the kill.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         child = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, pass_fds=(ready_write,),
