@@ -37,12 +37,10 @@ def write_store(root: Path, *, frames: int, n_vertices: int = V, sentence_frames
                 seed: int = 0) -> Path:
     """A store of ``frames`` frames in sentences of ``sentence_frames``, with masks and the sentence split."""
     import polars as pl
-    import zarr
 
     from facedata.audio import mel_frames_needed
     from facedata.split import split_store
     from facedata.store import (
-        ARRAYS_DIR,
         FORMAT_NAME,
         FORMAT_VERSION,
         INFO_FILE,
@@ -68,13 +66,11 @@ def write_store(root: Path, *, frames: int, n_vertices: int = V, sentence_frames
         identity = f"m--2020010{i}--0000--{1000 + i}--GHS"
         if k < identities:
             ensure_groups(root, f"{identity_group_path(identity)}/sequences")
-            create_array(zarr.open_group(root / ARRAYS_DIR / identity_group_path(identity), mode="a"), "template",
-                         templates[i])
+            create_array(ensure_groups(root, identity_group_path(identity)), "template", templates[i])
         T = min(sentence_frames, frames - k * sentence_frames)
         sequence = f"SEN_{k:04d}"
         path = sequence_group_path(identity, sequence)
-        ensure_groups(root, path)
-        group = zarr.open_group(root / ARRAYS_DIR / path, mode="a")
+        group = ensure_groups(root, path)
         motion = np.cumsum(rng.normal(scale=0.05, size=(T, 1, 3)), axis=0).astype(np.float32)
         vertices = templates[i][None] + motion  # (T, V, 3)
         array = create_array(group, "vertices", shape=vertices.shape, dtype=np.float32, shard_frames=256)
@@ -87,8 +83,7 @@ def write_store(root: Path, *, frames: int, n_vertices: int = V, sentence_frames
                         "n_frames": T, "n_observed": T, "first_frame": 0, "last_frame": 3 * (T - 1), "step": 3,
                         "n_dropped": 0, "dropped_frames": [], "has_audio": True, "path": path})
     pl.DataFrame(records, schema=schema).write_parquet(root / MANIFESTS_DIR / "sequences.parquet")
-    ensure_groups(root, "masks")
-    masks = zarr.open_group(root / ARRAYS_DIR / "masks", mode="a")
+    masks = ensure_groups(root, "masks")
     for name in ("mouth", "upper_face", "eyelid", "forehead", "neck"):
         create_array(masks, name, (rng.random(n_vertices) < 0.1).astype(np.float32))
     split_store(root)

@@ -104,6 +104,18 @@ def write_bytes_atomic(path: Any, data: bytes) -> None:
         raise
 
 
+def write_new_file(path: Any, data: bytes) -> None:
+    """Write a file that no reader sees yet (inside a folder being staged, or a group being written on object
+    storage, which its record marks complete): no temporary, no fsync, the folder made if needed.
+
+    Raises:
+        OSError: the write failed (a full disk: ``errno.ENOSPC``).
+    """
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 def remove_stale_temporaries(path: Path) -> int:
     """Delete the temporaries of ``path`` left by killed writers (their pid is gone from this machine). Returns how
     many were removed."""

@@ -25,6 +25,7 @@ from facedata.store import (
     FORMAT_VERSION,
     INFO_FILE,
     MANIFESTS_DIR,
+    Group,
     ensure_groups,
     identity_group_path,
     manifest_schemas,
@@ -113,6 +114,7 @@ def write_identity(
 
     group_path = identity_group_path(identity.name)
     ensure_groups(store, f"{group_path}/sequences")
+    group = Group(store / ARRAYS_DIR / group_path)
     attrs = {
         "entity": identity.entity,
         "template_sequence": template_seq.name,
@@ -121,9 +123,6 @@ def write_identity(
         "source_dir": str(identity.directory),
     }
     kept = template[vertex_set.keep].astype(np.float32)
-    import zarr
-
-    group = zarr.open_group(str(store / ARRAYS_DIR / group_path), mode="a")
     template_path = store / ARRAYS_DIR / group_path / "template"
     unchanged = (
         group.attrs.get("facedata") == attrs
@@ -171,9 +170,7 @@ def _write_topology(
             )
         faces = subset_faces(mesh.faces, vertex_set.keep, vertex_set.n_source)
     if faces_dir.exists():
-        import zarr
-
-        stored = zarr.open_array(str(faces_dir), mode="r")[...]
+        stored = np.asarray(memmap_array(faces_dir))
         if not np.array_equal(stored, faces):
             return Reject(
                 str(identity.directory),

@@ -47,10 +47,13 @@ from facedata.store.layout import (
 from facedata.store.read import SequenceArrays, Store, read_info, require_vertex_count
 from facedata.store.write import (
     LOCK_MAX_AGE_S,
+    Array,
+    Group,
     StagedGroup,
     clear_staging,
     create_array,
     ensure_groups,
+    open_group,
     remove_tree,
     replace_dir,
     reserve_room,
@@ -64,9 +67,10 @@ from facedata.store.write import (
 
 __all__ = [
     "ARRAYS_DIR", "DEFAULT_SHARD_FRAMES", "FORMAT_NAME", "FORMAT_VERSION", "INFO_FILE", "LOCK_FILE", "LOCK_MAX_AGE_S",
-    "MANIFESTS_DIR", "REJECTS_COLUMNS", "STAGING_DIR", "RemoteRows", "SequenceArrays", "ShardedArray", "StagedGroup",
+    "MANIFESTS_DIR", "REJECTS_COLUMNS", "STAGING_DIR", "Array", "Group", "RemoteRows", "SequenceArrays",
+    "ShardedArray", "StagedGroup",
     "Store", "clear_staging", "create_array", "ensure_groups", "identity_group_path", "is_remote", "manifest_schemas",
-    "memmap_array", "read_info", "remove_tree", "replace_dir", "require_vertex_count", "reserve_room",
+    "memmap_array", "open_group", "read_info", "remove_tree", "replace_dir", "require_vertex_count", "reserve_room",
     "sequence_group_path", "stage_group", "store_lock", "store_path", "write_array_atomic", "write_bytes_atomic",
     "write_json_atomic", "write_parquet_atomic",
 ]

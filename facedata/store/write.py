@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from facedata.errors import StoreError
-from facedata.files import exchange_dirs, process_alive
+from facedata.files import exchange_dirs, process_alive, write_new_file
 from facedata.files import write_bytes_atomic as _write_file_atomic
 from facedata.store.layout import ARRAYS_DIR, LOCK_FILE, MANIFESTS_DIR, STAGING_DIR, is_remote
 
@@ -59,36 +59,148 @@ def write_parquet_atomic(frame: Any, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
+# --- zarr v3 groups and arrays, written without zarr-python ---------------------------------------------------
+# The store's few layouts (docs/store-format.md) are written here directly: zarr-python's import alone (0.25 s)
+# outweighed the whole work of a small ingest. tests/facedata/test_store_writer.py checks that every file written
+# here is byte for byte what zarr-python writes for the same array, and that zarr-python reads it back.
+
+_NO_INDEX = 2**64 - 1  # a shard index entry of an inner chunk that is not stored (past the array's end)
+
+
+class GroupAttributes:
+    """A group's attributes, in its zarr.json: ``get`` one, ``put`` all (replacing the old ones, in one write)."""
+
+    def __init__(self, group_dir: Path):
+        self._meta = group_dir / "zarr.json"
+
+    def asdict(self) -> dict[str, Any]:
+        return dict(json.loads(self._meta.read_text()).get("attributes", {}))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.asdict().get(key, default)
+
+    def put(self, attributes: Mapping[str, Any]) -> None:
+        write_bytes_atomic(self._meta, _metadata_bytes(_group_metadata(attributes)))
+
+
+@dataclass(frozen=True)
+class Group:
+    """A zarr v3 group: a folder (or object-storage prefix) with its zarr.json."""
+
+    path: Path
+
+    @property
+    def attrs(self) -> GroupAttributes:
+        return GroupAttributes(self.path)
+
+
+def open_group(path: Path, attributes: Mapping[str, Any] | None = None, *, replace: bool = False) -> Group:
+    """The group at ``path``, its zarr.json written if it has none (or, with ``replace``, in any case)."""
+    if replace or not (path / "zarr.json").exists():
+        write_new_file(path / "zarr.json", _metadata_bytes(_group_metadata(attributes or {})))
+    return Group(path)
+
+
+@dataclass(frozen=True)
+class Array:
+    """An array ``create_array`` made; rows are written whole chunks (or shards) at a time: ``array[...] = data``
+    or ``array[start:stop] = rows`` for one chunk's rows."""
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunk_rows: int  # rows per chunk file (a shard, for a sharded array)
+    sharded: bool
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        n = self.shape[0]
+        if key is Ellipsis or key == slice(None):
+            start, stop = 0, n
+        elif isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(n)
+        else:
+            raise TypeError(f"{self.path}: rows are written as whole chunks, not by {key!r}")
+        data = np.ascontiguousarray(value, dtype=self.dtype.newbyteorder("<"))
+        if data.shape != (stop - start, *self.shape[1:]):
+            raise ValueError(f"{self.path}: rows {start}:{stop} (expected shape {(stop - start, *self.shape[1:])}, "
+                             f"got {data.shape})")
+        if start % self.chunk_rows or (stop != n and stop % self.chunk_rows):
+            raise ValueError(f"{self.path}: rows {start}:{stop} are not whole chunks of {self.chunk_rows} rows")
+        for first in range(start, stop, self.chunk_rows):
+            rows = data[first - start : min(first + self.chunk_rows, stop) - start]
+            write_new_file(self._chunk_file(first // self.chunk_rows), self._encode(rows))
+
+    def _chunk_file(self, i: int) -> Path:
+        return self.path / "c" / "/".join([str(i)] + ["0"] * (len(self.shape) - 1))
+
+    def _encode(self, rows: np.ndarray) -> bytes:
+        if not self.sharded:
+            return rows.tobytes()
+        # One inner chunk per row, back to back, then the index: (offset, length) per inner chunk, its crc32c last.
+        import google_crc32c  # zarr's own dependency for the crc32c codec, light to load
+
+        row_bytes = rows[0].nbytes if len(rows) else 0
+        index = np.full((self.chunk_rows, 2), _NO_INDEX, dtype="<u8")
+        index[: len(rows), 0] = np.arange(len(rows), dtype=np.uint64) * np.uint64(row_bytes)
+        index[: len(rows), 1] = row_bytes
+        crc = google_crc32c.value(index.tobytes())
+        return b"".join([rows.tobytes(), index.tobytes(), crc.to_bytes(4, "little")])
+
+
 def create_array(
-    group: Any,
+    group: Group,
     name: str,
     data: np.ndarray | None = None,
     *,
     shape: tuple[int, ...] | None = None,
     dtype: Any = None,
     shard_frames: int | None = None,
-) -> Any:
+) -> Array:
     """Create an uncompressed little-endian array chunked along the first axis only.
 
     With ``shard_frames`` the array uses the sharding codec with one inner chunk per frame and shards of
     ``shard_frames`` frames; otherwise it is one plain chunk. Either way each stored chunk or shard file holds the
-    frames back to back in C order, so it can be memory-mapped (``memmap_array``).
+    frames back to back in C order, so it can be memory-mapped (``memmap_array``). Every chunk is stored, even one
+    that holds only the fill value (NaN for floats, else 0).
     """
-    shape = tuple(data.shape) if data is not None else tuple(shape or ())
-    dtype = data.dtype if data is not None else np.dtype(dtype)
-    fill = np.nan if np.dtype(dtype).kind == "f" else 0
+    shape = tuple(int(n) for n in (data.shape if data is not None else shape or ()))
+    dtype = np.dtype(data.dtype if data is not None else dtype)
     rest = shape[1:]
-    kwargs: dict[str, Any] = dict(
-        shape=shape, dtype=dtype, compressors=None, filters=None, fill_value=fill, config={"write_empty_chunks": True}
-    )
+    rows = max(1, min(shard_frames, shape[0])) if shard_frames else max(1, shape[0])
+    item: dict[str, Any] = {"name": "bytes"} if dtype.itemsize == 1 else {"name": "bytes", "configuration":
+                                                                           {"endian": "little"}}
+    codecs = [item]
     if shard_frames:
-        kwargs.update(chunks=(1, *rest), shards=(max(1, min(shard_frames, shape[0])), *rest))
-    else:
-        kwargs.update(chunks=(max(1, shape[0]), *rest))
-    array = group.create_array(name, **kwargs)
+        codecs = [{"name": "sharding_indexed", "configuration": {
+            "chunk_shape": [1, *rest], "codecs": codecs,
+            "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+            "index_location": "end"}}]
+    fill: Any = "NaN" if dtype.kind == "f" else (False if dtype.kind == "b" else 0)
+    meta = {
+        "shape": list(shape),
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, *rest]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill,
+        "codecs": codecs,
+        "attributes": {},
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+    array = Array(group.path / name, shape, dtype, rows, bool(shard_frames))
+    write_new_file(array.path / "zarr.json", _metadata_bytes(meta))
     if data is not None:
         array[...] = data
     return array
+
+
+def _group_metadata(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {"attributes": dict(attributes), "zarr_format": 3, "node_type": "group"}
+
+
+def _metadata_bytes(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, indent=2, default=_json_default).encode()
 
 
 @dataclass
@@ -107,10 +219,8 @@ class StagedGroup:
     committed: bool = False
 
     @property
-    def group(self) -> Any:
-        import zarr
-
-        return zarr.open_group(str(self.staging_dir), mode="a", zarr_format=3)
+    def group(self) -> Group:
+        return Group(self.staging_dir)
 
     def commit(self) -> None:
         """Move the finished group into place, replacing an older version of it."""
@@ -127,28 +237,23 @@ class StagedGroup:
 
 def stage_group(store_root: Path, target: str, attributes: Mapping[str, Any] | None = None) -> StagedGroup:
     """Start writing a group that becomes visible at ``arrays.zarr/<target>`` on commit."""
-    import zarr
-
     if is_remote(store_root):
         staging = store_root / ARRAYS_DIR / target
         remove_tree(staging)
     else:
         staging = store_root / STAGING_DIR / f"{uuid.uuid4().hex}"
-        staging.parent.mkdir(parents=True, exist_ok=True)
-    zarr.open_group(str(staging), mode="w", zarr_format=3, attributes=dict(attributes or {}))
+    open_group(staging, attributes, replace=True)
     return StagedGroup(store_root=store_root, staging_dir=staging, target=target)
 
 
 def write_array_atomic(store_root: Path, target: str, data: np.ndarray) -> None:
     """Write a small array to ``arrays.zarr/<target>``, replacing any older version in one rename (on object
     storage: the old objects are removed, then the new ones written)."""
-    import zarr
-
     final = store_root / ARRAYS_DIR / target
     if is_remote(store_root):
         remove_tree(final)
         parent, name = target.rsplit("/", 1) if "/" in target else ("", target)
-        create_array(zarr.open_group(str(store_root / ARRAYS_DIR / parent), mode="a", zarr_format=3), name, data)
+        create_array(open_group(store_root / ARRAYS_DIR / parent), name, data)
         return
     staged = stage_group(store_root, target)
     try:
@@ -184,17 +289,19 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def ensure_groups(store_root: Path, path: str, attributes: Mapping[str, Any] | None = None) -> None:
-    """Create the chain of zarr groups down to ``arrays.zarr/<path>`` (each group needs its zarr.json)."""
-    import zarr
-
+def ensure_groups(store_root: Path, path: str, attributes: Mapping[str, Any] | None = None) -> Group:
+    """Create the chain of zarr groups down to ``arrays.zarr/<path>`` (each group needs its zarr.json); the
+    attributes are those of a group created last. Returns that group."""
     root = store_root / ARRAYS_DIR
     parts = [p for p in path.split("/") if p]
     for depth in range(len(parts) + 1):
         sub = root.joinpath(*parts[:depth])
         if not (sub / "zarr.json").exists():
             attrs = dict(attributes or {}) if depth == len(parts) else {}
-            zarr.open_group(str(sub), mode="a", zarr_format=3, attributes=attrs)
+            if not is_remote(sub):
+                sub.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(sub / "zarr.json", _metadata_bytes(_group_metadata(attrs)))
+    return Group(root.joinpath(*parts))
 
 
 LOCK_MAX_AGE_S = 6 * 3600

@@ -30,11 +30,12 @@ from facedata.files import block_bytes
 class FakeDisk:
     """A disk of ``capacity_bytes`` under ``root``, for CI where no small file system can be mounted.
 
-    Every byte the package writes goes through zarr's local store (``zarr.storage._local._put``), one atomic file
-    write (``facedata.files._write_whole``) or a reservation (``facedata.files.reserve_space``); each is checked
-    against the room left, which is ``capacity_bytes`` minus what the files under ``root`` take (whole blocks), so
-    deleted files give their room back as on a real disk. A write that does not fit raises ``OSError(ENOSPC)`` as
-    the kernel would, and ``shutil.disk_usage`` reports the room left. ``install`` patches all four.
+    Every byte the package writes goes through a write of a staged file (``facedata.files.write_new_file``, as the
+    store's writer calls it), one atomic file write (``facedata.files._write_whole``) or a reservation
+    (``facedata.files.reserve_space``); each is checked against the room left, which is ``capacity_bytes`` minus
+    what the files under ``root`` take (whole blocks), so deleted files give their room back as on a real disk. A
+    write that does not fit raises ``OSError(ENOSPC)`` as the kernel would, and ``shutil.disk_usage`` reports the
+    room left. ``install`` patches all four.
     """
 
     def __init__(self, root: Path, capacity_bytes: int):
@@ -57,15 +58,14 @@ class FakeDisk:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     def install(self, monkeypatch: Any) -> FakeDisk:
-        import zarr.storage._local as local
-
         import facedata.files as files
+        import facedata.store.write as store_write
 
-        put, whole, reserve, usage = local._put, files._write_whole, files.reserve_space, shutil.disk_usage
+        new, whole, reserve, usage = files.write_new_file, files._write_whole, files.reserve_space, shutil.disk_usage
 
-        def fake_put(path: Path, value: Any, exclusive: bool = False) -> int:
-            self.check(path, memoryview(value.as_buffer_like()).nbytes)
-            return put(path, value, exclusive=exclusive)
+        def fake_new(path: Path, data: bytes) -> None:
+            self.check(path, len(data))
+            new(path, data)
 
         def fake_whole(path: Path, data: bytes) -> None:
             self.check(path, len(data))
@@ -80,7 +80,7 @@ class FakeDisk:
                 return real
             return type(real)(self.capacity_bytes, self.used_bytes(), self.free())
 
-        monkeypatch.setattr(local, "_put", fake_put)
+        monkeypatch.setattr(store_write, "write_new_file", fake_new)
         monkeypatch.setattr(files, "_write_whole", fake_whole)
         monkeypatch.setattr(files, "reserve_space", fake_reserve)
         monkeypatch.setattr(shutil, "disk_usage", fake_usage)

@@ -15,12 +15,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import zarr
 
 from facedata.audio import MESH_FPS, SAMPLE_RATE_HZ, mel_frames_needed, utterance_log_mel
 from facedata.split import split_store
 from facedata.store import (
-    ARRAYS_DIR,
     FORMAT_NAME,
     FORMAT_VERSION,
     INFO_FILE,
@@ -98,7 +96,7 @@ def write_tiny_store(root: Path, *, identities: int = 2, sentences: int = 10, fr
         template = np.concatenate([grid * (1 + 0.05 * i), np.full((n_vertices, 1), 50.0 + i)], axis=1)
         template = template.astype(np.float32)  # (V, 3)
         ensure_groups(root, f"{identity_group_path(identity)}/sequences")
-        group = zarr.open_group(root / ARRAYS_DIR / identity_group_path(identity), mode="a")
+        group = ensure_groups(root, identity_group_path(identity))
         create_array(group, "template", template)
         for k in range(sentences):
             sequence = f"SEN_sentence_{k:02d}"
@@ -108,8 +106,7 @@ def write_tiny_store(root: Path, *, identities: int = 2, sentences: int = 10, fr
             mel = utterance_log_mel(np.pad(audio, (0, max(0, needed - audio.size))))
             assert mel.shape[0] >= mel_frames_needed(n_frames)
             path = sequence_group_path(identity, sequence)
-            ensure_groups(root, path)
-            seq = zarr.open_group(root / ARRAYS_DIR / path, mode="a")
+            seq = ensure_groups(root, path)
             v = create_array(seq, "vertices", shape=vertices.shape, dtype=np.float32, shard_frames=shard_frames)
             for s in range(0, n_frames, shard_frames):
                 v[s : s + shard_frames] = vertices[s : s + shard_frames]
@@ -130,8 +127,7 @@ def write_tiny_store(root: Path, *, identities: int = 2, sentences: int = 10, fr
     schema, _ = manifest_schemas()
     pl.DataFrame(records, schema=schema).write_parquet(root / MANIFESTS_DIR / "sequences.parquet")
     if masks:
-        ensure_groups(root, "masks")
-        group = zarr.open_group(root / ARRAYS_DIR / "masks", mode="a")
+        group = ensure_groups(root, "masks")
         for name, weights in region_masks(n_vertices).items():
             create_array(group, name, weights)
     if splits:

@@ -97,8 +97,7 @@ def test_estimated_statistics_equal_numpy_and_store_statistics_win(tiny_store, t
     import shutil
 
     copy = shutil.copytree(tiny_store, tmp_path / "store")
-    ensure_groups(copy, "stats")
-    group = zarr.open_group(copy / ARRAYS_DIR / "stats", mode="a")
+    group = ensure_groups(copy, "stats")
     create_array(group, "vertex_mean", np.full(stats.mean.shape, 7.0, np.float32))
     create_array(group, "vertex_std", np.full(stats.mean.shape, 0.01, np.float32))
     from_store = estimate_vertex_statistics(Store(copy), entries)

@@ -552,16 +552,14 @@ def test_animate_refuses_a_far_template_in_one_line(face, tmp_path, monkeypatch,
 
 
 def test_template_triangles_out_of_range_are_refused_and_others_than_the_stores_warned_about(tiny_store, tmp_path):
-    from facedata.store import ARRAYS_DIR, Store, create_array
+    from facedata.store import Store, create_array, ensure_groups
 
     root = shutil.copytree(tiny_store, tmp_path / "store")
     rows, columns = 8, 8  # the tiny store's grid: a quad between each 2 x 2 block of vertices, as two triangles
     a = (np.arange(rows - 1)[:, None] * columns + np.arange(columns - 1)[None, :]).ravel()
     triangles = np.concatenate([np.stack([a, a + 1, a + columns], 1), np.stack([a + 1, a + columns + 1, a + columns],
                                                                             1)]).astype(np.int32)
-    import zarr
-
-    create_array(zarr.open_group(root / ARRAYS_DIR / "topology", mode="a"), "faces", triangles)
+    create_array(ensure_groups(root, "topology"), "faces", triangles)
     store = Store(root)
     template = store.template(store.sequences()["identity"][0]).astype(np.float32)
     assert np.array_equal(store.faces(), triangles)

@@ -10,11 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-import zarr
 from conftest import COLUMNS
 from tiny_models import single_thread, tiny_config  # noqa: F401
 
-from facedata.store import ARRAYS_DIR, Store, create_array
+from facedata.store import Store, create_array, ensure_groups
 from facedata.video import probe_media, read_video_frames
 from meshtalk.animate import read_animation, write_animation
 from meshtalk.checkpoint import save_checkpoint
@@ -36,8 +35,7 @@ def store(tiny_store, tmp_path_factory) -> Path:
     """The tiny talking-face store with the triangles of its grid (the render needs faces)."""
     root = tmp_path_factory.mktemp("render") / "store"
     shutil.copytree(tiny_store, root)
-    topology = zarr.open_group(root / ARRAYS_DIR / "topology", mode="a")
-    create_array(topology, "faces", grid_faces(64))
+    create_array(ensure_groups(root, "topology"), "faces", grid_faces(64))
     return root
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import zarr
 
 from facedata.errors import InputError, StoreError
 from facedata.store import ARRAYS_DIR, Store, create_array, ensure_groups
@@ -175,8 +174,7 @@ def _store_with_nan(tiny_store: Path, tmp_path: Path) -> Path:
         frames = np.memmap(shard, dtype="<f4", mode="r+", shape=(16, 64, 3))
         frames[:] = np.nan  # the first shard (16 frames) of every sentence
         frames.flush()
-    ensure_groups(copy, "stats")
-    group = zarr.open_group(copy / ARRAYS_DIR / "stats", mode="a")
+    group = ensure_groups(copy, "stats")
     create_array(group, "vertex_mean", np.zeros((64, 3), np.float32))
     create_array(group, "vertex_std", np.ones((64, 3), np.float32))
     return copy
