@@ -33,9 +33,13 @@ class DecoderStream:
     """The vertex decoder run piece by piece: the template's encoding once, the LSTM's state carried over.
 
     ``decode(one_hot)`` is ``VertexDecoder.forward(template, one_hot)`` on the pieces put together, to float
-    rounding (test_animate checks it). The last layer (to V * 3 outputs, most of the arithmetic) and what follows
-    it run on ``threads`` threads, each on its own rows with its operations on one core: unlike intra-op threads,
-    that does not make the LSTM's small steps wait for a descheduled thread on busy cores (docs/animation.md).
+    rounding (test_animate checks it). It is two steps, which a caller may run apart: ``rows`` (the code fusion,
+    the LSTM and the first up layers: small and stateful) and ``vertices`` (the last layer, to V * 3 outputs, most
+    of the arithmetic: each row on its own). ``vertices`` takes the rows of several pieces at once, because the
+    last layer reads its 38 MB of weights once per call whatever the rows: 20 rows cost half as much as 100
+    (docs/animation.md). It runs on ``threads`` threads, each on its own rows with its operations on one core:
+    unlike intra-op threads, that does not make the LSTM's small steps wait for a descheduled thread on busy
+    cores.
     """
 
     decoder: VertexDecoder
@@ -47,32 +51,53 @@ class DecoderStream:
     @torch.no_grad()
     def decode(self, one_hot: Tensor) -> Tensor:
         """S x n x H x C one-hot labels of the next n frames -> S x n x V x 3 geometry, mm."""
+        return self.vertices([self.rows(one_hot)])[0]
+
+    @torch.no_grad()
+    def rows(self, one_hot: Tensor) -> Tensor:
+        """S x n x H x C one-hot labels of the next n frames -> S x n x F, the last layer's inputs (F = 512 in the
+        released config; the LSTM's state moves on)."""
         d = self.decoder
         B, T = one_hot.shape[:2]
-        if self.levels is None:
-            x0 = ((self.template - d.mean) / d.stddev).reshape(1, 1, -1)  # (1, 1, V*3)
-            x1 = leaky(d.down[0](x0))  # (1, 1, 512)
-            x2 = leaky(d.down[1](x1))  # (1, 1, 256)
-            self.levels = (x0, x1, x2, leaky(d.down[2](x2)))  # (1, 1, 128)
-        x0, x1, x2, x3 = self.levels
+        x1, x2, x3 = self._levels()[1:]
         z = torch.cat([x3.expand(B, T, -1), one_hot.reshape(B, T, -1)], dim=-1)  # (B, T, 128 + H*C)
         y, self.state = d.lstm(leaky(d.code_fusion(z)), self.state)  # (B, T, 128)
         y = x2 + leaky(d.up[0](y))  # (B, T, 256)
-        y = (x1 + leaky(d.up[1](y))).reshape(B * T, -1)  # (B*T, 512)
-        out = y.new_empty(B * T, x0.shape[-1])  # (B*T, V*3)
+        return x1 + leaky(d.up[1](y))  # (B, T, 512)
+
+    @torch.no_grad()
+    def vertices(self, pieces: list[Tensor]) -> list[Tensor]:
+        """The geometry (S x n x V x 3, mm) of each piece of ``rows`` (S x n x F), in one pass of the last layer over
+        all of them."""
+        d = self.decoder
+        x0 = self._levels()[0]
+        y = torch.cat([p.reshape(-1, p.shape[-1]) for p in pieces])  # (rows, 512)
+        out = y.new_empty(y.shape[0], x0.shape[-1])  # (rows, V*3)
         # (leaky(up) + x0 + bias) * stddev + mean as leaky(up) * stddev + offset: two passes over the large rows
         # instead of five, the same values to float rounding.
         stddev = d.stddev.reshape(-1)
         offset = (x0.reshape(-1) + d.vertex_bias) * stddev + d.mean.reshape(-1)  # (V*3,)
 
         def last(rows: slice) -> None:
-            # In place: the (B*T, V*3) rows are the large tensors, and each new one costs page faults.
+            # In place: the (rows, V*3) outputs are the large tensors, and each new one costs page faults.
             part = torch.addmm(d.up[2].bias, y[rows], d.up[2].weight.t(), out=out[rows])
             torch.addcmul(offset, F.leaky_relu_(part, LEAKY_SLOPE), stddev, out=part)
 
-        edges = [round(k * B * T / self.threads) for k in range(self.threads + 1)]
+        n = y.shape[0]
+        edges = [round(k * n / self.threads) for k in range(self.threads + 1)]
         map_on_threads(last, [slice(a, b) for a, b in itertools.pairwise(edges) if b > a], self.threads)
-        return out.view(B, T, -1, 3)  # (B, T, V, 3)
+        sizes = [p.shape[0] * p.shape[1] for p in pieces]
+        return [part.view(p.shape[0], p.shape[1], -1, 3) for part, p in zip(out.split(sizes), pieces, strict=True)]
+
+    def _levels(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The template's encoding at each level of the decoder, computed once."""
+        if self.levels is None:
+            d = self.decoder
+            x0 = ((self.template - d.mean) / d.stddev).reshape(1, 1, -1)  # (1, 1, V*3)
+            x1 = leaky(d.down[0](x0))  # (1, 1, 512)
+            x2 = leaky(d.down[1](x1))  # (1, 1, 256)
+            self.levels = (x0, x1, x2, leaky(d.down[2](x2)))  # (1, 1, 128)
+        return self.levels
 
 
 class StreamSmoother:
@@ -170,9 +195,13 @@ def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, 
 
     decoder = DecoderStream(model.decoder, torch.from_numpy(template_mm).to(device)[None], threads=threads)
 
-    def decode(labels: Tensor) -> Tensor:
+    def rows(labels: Tensor) -> Tensor:
         with times.stage("decode"), shape_agnostic_kernels():  # pieces of several lengths: see meshtalk.device
-            return decoder.decode(F.one_hot(labels, C).to(torch.float32))  # (S, n, V, 3)
+            return decoder.rows(F.one_hot(labels, C).to(torch.float32))  # (S, n, F)
+
+    def vertices(pieces: list[Tensor]) -> list[Tensor]:
+        with times.stage("decode"):
+            return decoder.vertices(pieces)  # each (S, n, V, 3)
 
     smoother = StreamSmoother([torch.from_numpy(np.asarray(m)).to(device) for m in smoothing_masks], T, threads=threads)
     queued: list[Tensor] = []  # labels of frames given to the smoother and not yet out of it
@@ -190,25 +219,38 @@ def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, 
             queued = [waiting[:, n:]]
             emitted += n
 
+    # The last layer runs once per part of a piece, on the part's rows and, with segments, the rows of the frames
+    # crossfaded before it and held back after it (a 4 s segment: 20 + 100 + 20 rows in one call, not three).
     held: tuple[Any, Tensor, Tensor] | None = None  # decoder state before the held frames, their geometry, labels
     for piece in _timed(iter_labels(model.context, codes, T, plan), times, "labels"):
         labels = piece.labels  # (S, n, H)
-        if held is not None and piece.warmup is not None:
-            state, tail, tail_labels = held
-            decoder.state = state
-            warm = decode(piece.warmup[:, -tail.shape[1] :])  # (S, W, V, 3): the same frames as the tail
-            ramp = torch.arange(1, tail.shape[1] + 1, dtype=tail.dtype, device=device) / (tail.shape[1] + 1)
-            yield from emit(torch.lerp(tail, warm, ramp[:, None, None]), tail_labels)
-            held = None
         n = labels.shape[1]
         hold = plan.segment_frames is not None and piece.first + n < T  # a later segment will blend in
         W = model.context.receptive_field if hold else 0
-        for a in range(0, n - W, decode_frames):
-            part = labels[:, a : min(n - W, a + decode_frames)]
-            yield from emit(decode(part), part)
+        calls: list[list[tuple[str, Tensor]]] = [[("own", labels[:, a : min(n - W, a + decode_frames)])]
+                                                 for a in range(0, n - W, decode_frames)] or [[]]
+        tail: tuple[Tensor, Tensor] | None = None  # geometry and labels of the frames to crossfade
+        if held is not None and piece.warmup is not None:
+            state, tail_geometry, tail_labels = held
+            tail, held = (tail_geometry, tail_labels), None
+            decoder.state = state  # the warm-up's frames follow the same state as the held ones
+            calls[0].insert(0, ("warm", piece.warmup[:, -tail_geometry.shape[1] :]))
         if hold:
-            state = decoder.state
-            held = (state, decode(labels[:, n - W :]), labels[:, n - W :])
+            calls[-1].append(("hold", labels[:, n - W :]))
+        for call in (c for c in calls if c):
+            inputs = []
+            for kind, part in call:  # in frame order: the LSTM's state moves on from one to the next
+                if kind == "hold":
+                    state = decoder.state
+                inputs.append(rows(part))
+            for (kind, part), geometry in zip(call, vertices(inputs), strict=True):
+                if kind == "warm" and tail is not None:
+                    ramp = torch.arange(1, part.shape[1] + 1, dtype=geometry.dtype, device=device) / (part.shape[1] + 1)
+                    yield from emit(torch.lerp(tail[0], geometry, ramp[:, None, None]), tail[1])
+                elif kind == "hold":
+                    held = (state, geometry, part)
+                else:
+                    yield from emit(geometry, part)
     if held is not None:  # not reached: the last segment holds nothing back
         yield from emit(held[1], held[2])
 

@@ -174,6 +174,14 @@ def test_decoder_in_pieces_equals_the_decoder(threads):
     stream = DecoderStream(model.decoder, template, threads=threads)  # 3: pieces of 10 rows in 3 parts, of 6 in 3
     pieces = torch.cat([stream.decode(one_hot[:, a : a + 5]) for a in range(0, 23, 5)], dim=1)
     torch.testing.assert_close(pieces, expected, rtol=1e-5, atol=1e-5)
+    # The last layer of several pieces in one call: the rows of each, in their shapes.
+    stream = DecoderStream(model.decoder, template, threads=threads)
+    rows = [stream.rows(one_hot[:, a:b]) for a, b in ((0, 4), (4, 5), (5, 23))]
+    hidden = model.decoder.up[2].in_features
+    assert [tuple(r.shape) for r in rows] == [(2, 4, hidden), (2, 1, hidden), (2, 18, hidden)]
+    together = stream.vertices(rows)
+    assert [tuple(g.shape) for g in together] == [(2, n, 12, 3) for n in (4, 1, 18)]
+    torch.testing.assert_close(torch.cat(together, dim=1), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("sizes", [[1] * 30, [9, 1, 13, 7], [30], [4, 4, 4, 18]])
