@@ -134,10 +134,16 @@ def smooth_regions(geometry: Tensor, masks: list[Tensor], *, size: int = 9, sigm
         masks: per-vertex weights in [0, 1], each (V,).
     """
     out = geometry
+    lead = geometry.shape[:-2]  # (..., T)
 
     def blend(index: Tensor, weight: Tensor) -> None:
-        part = out.index_select(-2, index)  # (..., T, K, 3)
-        out.index_copy_(-2, index, smooth_in_time(part, size=size, sigma=sigma) * weight + part * (1 - weight))
+        # The vertices' 3 K values gathered from each frame's row of V * 3: several times faster than gathering K
+        # vertices of 3 values (index_select along the vertex axis), and the same values.
+        columns = (index[:, None] * 3 + torch.arange(3, device=index.device)).reshape(-1)  # (3 K,)
+        rows = out.view(*lead, -1)  # (..., T, V * 3)
+        part = rows.index_select(-1, columns).view(*lead, -1, 3)  # (..., T, K, 3)
+        blended = smooth_in_time(part, size=size, sigma=sigma) * weight + part * (1 - weight)
+        rows.index_copy_(-1, columns, blended.view(*lead, -1))
 
     for mask in masks:
         m = mask.to(geometry)
@@ -146,7 +152,7 @@ def smooth_regions(geometry: Tensor, masks: list[Tensor], *, size: int = 9, sigm
             continue
         weight = m[index][:, None]  # (K, 1)
         if out is geometry:
-            out = geometry.clone()
+            out = geometry.clone(memory_format=torch.contiguous_format)  # rows of V * 3 values (see blend)
         parts = max(1, min(threads, index.numel()))  # disjoint vertices: no write meets another
         pieces = zip(index.tensor_split(parts), weight.tensor_split(parts), strict=True)
         map_on_threads(lambda piece: blend(*piece), pieces, parts)
