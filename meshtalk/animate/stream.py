@@ -23,7 +23,7 @@ from torch import Tensor
 
 from meshtalk.animate.labels import LabelPiece, LabelPlan, iter_labels
 from meshtalk.animate.speech import Speech, speech_codes
-from meshtalk.device import map_on_threads, shape_agnostic_kernels
+from meshtalk.device import map_on_threads
 from meshtalk.inference import smooth_regions
 from meshtalk.model import LEAKY_SLOPE, MeshTalk, VertexDecoder, leaky
 
@@ -196,7 +196,7 @@ def animate_speech(model: MeshTalk, speech: Speech, template_mm: np.ndarray, *, 
     decoder = DecoderStream(model.decoder, torch.from_numpy(template_mm).to(device)[None], threads=threads)
 
     def rows(labels: Tensor) -> Tensor:
-        with times.stage("decode"), shape_agnostic_kernels():  # pieces of several lengths: see meshtalk.device
+        with times.stage("decode"):
             return decoder.rows(F.one_hot(labels, C).to(torch.float32))  # (S, n, F)
 
     def vertices(pieces: list[Tensor]) -> list[Tensor]:
