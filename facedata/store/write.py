@@ -61,8 +61,8 @@ def write_parquet_atomic(frame: Any, path: Path) -> None:
 
 # --- zarr v3 groups and arrays, written without zarr-python ---------------------------------------------------
 # The store's few layouts (docs/store-format.md) are written here directly: zarr-python's import alone (0.25 s)
-# outweighed the whole work of a small ingest. tests/facedata/test_store_writer.py checks that every file written
-# here is byte for byte what zarr-python writes for the same array, and that zarr-python reads it back.
+# outweighed the whole work of a small ingest. tests/facedata/test_store.py checks that every file written here is
+# byte for byte what zarr-python writes for the same array, and that zarr-python reads it back.
 
 _NO_INDEX = 2**64 - 1  # a shard index entry of an inner chunk that is not stored (past the array's end)
 
@@ -165,6 +165,9 @@ def create_array(
     """
     shape = tuple(int(n) for n in (data.shape if data is not None else shape or ()))
     dtype = np.dtype(data.dtype if data is not None else dtype)
+    if not shape or dtype.kind not in "biuf":
+        raise TypeError(f"{group.path / name}: the store's arrays (expected at least one axis and a bool, integer or "
+                        f"float type, got shape {shape} of {dtype})")
     rest = shape[1:]
     rows = max(1, min(shard_frames, shape[0])) if shard_frames else max(1, shape[0])
     item: dict[str, Any] = {"name": "bytes"} if dtype.itemsize == 1 else {"name": "bytes", "configuration":

@@ -64,6 +64,8 @@ def test_the_writer_refuses_rows_that_are_not_whole_chunks(tmp_path):
         array[0:4] = np.zeros((3, 4, 3), np.float32)
     array[8:10] = np.ones((2, 4, 3), np.float32)  # the short last shard is whole
     assert (tmp_path / "s.zarr/v/c/2/0/0").stat().st_size == 2 * 48 + 4 * 16 + 4
+    with pytest.raises(TypeError, match="a bool, integer or float type, got shape"):
+        create_array(open_group(tmp_path / "s.zarr"), "text", np.array(["a", "b"]))
 
 
 @pytest.mark.parametrize(("frames", "shard_frames"), [(37, 256), (37, 16), (32, 16), (1, 4)])
