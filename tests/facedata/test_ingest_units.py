@@ -87,6 +87,27 @@ def test_frames_from_bin_or_obj_local_or_world_are_head_local(tmp_path, obj, wit
     assert row["dropped_frames"][0].to_list() == [315]
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("3\n1\n3\n0\n1\n3\n", r"keep list \(expected unique indices, got 3 repeated\)"),
+    ("0\n7\n", r"index range \(expected 0\.\.6, got 0\.\.7\)"),
+    ("0\nx\n", "keep list entries"),
+])
+def test_a_bad_keep_list_is_refused_naming_the_file(tmp_path, text, message):
+    from facedata.errors import InputError
+
+    path = tmp_path / "keep.txt"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message) as refused:
+        read_keep(path, n_source=7)
+    assert str(refused.value).startswith(str(path))
+    np.testing.assert_array_equal(read_keep(_write(tmp_path / "ok.txt", "4\n0\n6\n"), n_source=7), [4, 0, 6])
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
 def test_full_and_custom_vertex_sets_and_no_mixing(tmp_path):
     write_tree(tmp_path / "raw")
     ingest(tmp_path / "raw", tmp_path / "full", IngestOptions(vertices="full"))
