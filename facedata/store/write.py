@@ -303,7 +303,7 @@ def ensure_groups(store_root: Path, path: str, attributes: Mapping[str, Any] | N
             attrs = dict(attributes or {}) if depth == len(parts) else {}
             if not is_remote(sub):
                 sub.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(sub / "zarr.json", _metadata_bytes(_group_metadata(attrs)))
+            Group(sub).attrs.put(attrs)  # in place, so written whole (write_bytes_atomic)
     return Group(root.joinpath(*parts))
 
 
