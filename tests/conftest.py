@@ -3,12 +3,28 @@ are skipped with a reason when it is absent (it is present in CI)."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Past pytest-timeout's limit (pyproject.toml), for a test stuck in C code that holds the interpreter, where that
+# limit's thread cannot run: faulthandler's own C thread prints every stack and ends the run.
+STUCK_SECONDS = 900
+_STDERR: list[int] = []  # the terminal's stderr, kept before the tests' output capture replaces descriptor 2
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _STDERR.append(os.dup(2))  # hooks run with the capture suspended
+
+
+@pytest.fixture(autouse=True)
+def _end_a_run_stuck_in_c():
+    faulthandler.dump_traceback_later(STUCK_SECONDS, exit=True, file=_STDERR[0])
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 def _shared_dir() -> Path | None:
