@@ -45,6 +45,7 @@ from meshtalk.animate.speech import compile_resampler, read_speech
 from meshtalk.animate.stream import StageTimes, animate_speech
 from meshtalk.animation_file import DEFAULT_VIDEO, AnimationWriter, VideoOptions
 from meshtalk.device import resolve_device, torch_threads, usable_cores
+from meshtalk.sampling import compile_kernels
 
 # Stages that turn audio into meshes. "compile" is paid once per process; the rest write files.
 COMPUTE_STAGES = ("read audio", "audio codes", "labels", "decode", "smooth")
@@ -156,6 +157,8 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
         plan.check(model.context.receptive_field)
         with times.stage("compile"):
             compile_resampler(audio)
+            if on_cpu:
+                compile_kernels()  # the sampler's loops: numba compiles them once (then loads them from its cache)
         with times.stage("read audio"):
             speech = read_speech(audio, workers=threads or usable_cores())
         if audio_frontend == "reference":  # the release's frame count: one frame fewer for most lengths

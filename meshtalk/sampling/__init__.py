@@ -26,16 +26,19 @@ triangles, the near taps, the far taps amortised), which does not fit the cache 
 int8 per frame and the exact check reads each weight once per block. docs/model.md has the figures.
 
 The weights both fast paths read are laid out once per model (``layout``: the masked float32 blocks, and the
-drafts). Noise (``noise``): uniform draws B x T x H x C, turned into Gumbel noise as in the quantiser.
+drafts). On the CPU the waves' products run as compiled loops (``kernels``, numba), which read each weight row once
+for all sequences of the batch. Noise (``noise``): uniform draws B x T x H x C, turned into Gumbel noise as in the
+quantiser.
 ``draw_sampling_noise`` draws them the reference's way (one ``torch.rand(B, C)`` per (frame, head), frame-major),
 so that ``torch.manual_seed(4)`` reproduces the reference's seeded sample.
 
 The package's door is ``sample`` (either sampler by name) with ``sample_fast`` and ``sample_reference``; the
-rooms: ``fast > loop | waves | speculative > layout > draft > schedule | noise``.
+rooms: ``fast > loop | waves | speculative > layout > draft > schedule | noise | kernels``.
 """
 
 from meshtalk.device import torch_threads
 from meshtalk.sampling.fast import DRAFTS, SAMPLERS, SPECULATION_MIN_WEIGHTS, sample, sample_fast
+from meshtalk.sampling.kernels import warm_up as compile_kernels
 from meshtalk.sampling.layout import PREPARED, WeightLayout, prepare
 from meshtalk.sampling.loop import sample_reference
 from meshtalk.sampling.noise import Sample, draw_sampling_noise
@@ -48,6 +51,6 @@ _PREPARED, _prepare = PREPARED, prepare
 
 __all__ = [
     "DRAFTS", "NARROW_FROM_BATCH", "PREPARED", "SAMPLERS", "SPECULATION_BLOCK_FRAMES", "SPECULATION_MIN_WEIGHTS",
-    "Sample", "SamplerStats", "WeightLayout", "draw_sampling_noise", "prepare", "sample", "sample_fast",
-    "sample_reference", "torch_threads", "wave_schedule",
+    "Sample", "SamplerStats", "WeightLayout", "compile_kernels", "draw_sampling_noise", "prepare", "sample",
+    "sample_fast", "sample_reference", "torch_threads", "wave_schedule",
 ]

@@ -9,12 +9,14 @@ import itertools
 import threading
 import weakref
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from meshtalk.device import on_huge_pages
 from meshtalk.model import ContextModel
 from meshtalk.sampling.draft import Drafter
+from meshtalk.sampling.kernels import TABLE_COLUMNS
 from meshtalk.sampling.schedule import Step, Wave, one_head_per_step, wave_schedule
 
 
@@ -52,11 +54,20 @@ class WeightLayout:
         steps = [step for waves in (self.waves, self.narrow_waves) for wave in waves for step in wave.steps]
         steps += self.finish + self.narrow_finish
         steps += [step for level in self.check_steps for step in level]
-        self._blocks = {step: self._view(step).contiguous() for step in steps}
+        # All blocks in one flat tensor (each starting on 64 bytes), which the compiled products read by offset.
+        blocks = {step: self._view(step).contiguous() for step in steps}
+        self._offsets, size = {}, 0
+        for step, block in blocks.items():
+            self._offsets[step] = size
+            size += -(-block.numel() // 16) * 16
+        flat = self.near_t.new_zeros(size)
+        for step, block in blocks.items():
+            flat[self._offsets[step] : self._offsets[step] + block.numel()] = block.reshape(-1)
         # On 2 MB pages what a step reads every frame (the far taps, views of the parameters, are read per block).
-        packed = on_huge_pages([self.near_t, self.emb_rows, *self._blocks.values()])
-        self.near_t, self.emb_rows = packed[:2]
-        self._blocks = dict(zip(self._blocks, packed[2:], strict=True))
+        self.near_t, self.emb_rows, self.flat = on_huge_pages([self.near_t, self.emb_rows, flat])
+        self._blocks = {step: self.flat[self._offsets[step] : self._offsets[step] + block.numel()].view(block.shape)
+                        for step, block in blocks.items()}
+        self._tables: dict[tuple[Step, ...], np.ndarray] = {}
         self.n_weights = sum(p.numel() for p in context.parameters())
         self._context = weakref.ref(context)
         self._drafters: dict[bool, Drafter | None] = {}
@@ -64,6 +75,17 @@ class WeightLayout:
     def block(self, step: Step) -> Tensor:
         """The masked weights of a step, (cols, rows)."""
         return self._blocks[step]
+
+    def table(self, steps: tuple[Step, ...] | list[Step]) -> np.ndarray:
+        """The rows of ``meshtalk.sampling.kernels.wave_products`` for ``steps`` (their blocks in ``flat``)."""
+        key = tuple(steps)
+        if key not in self._tables:
+            rows = []
+            for s in key:
+                width = self._blocks[s].shape[1]  # the outputs of heads lo .. hi - 1
+                rows.append((s.level, s.lo * width // (s.hi - s.lo), width, s.cols, self._offsets[s]))
+            self._tables[key] = np.array(rows, dtype=np.int64).reshape(len(rows), TABLE_COLUMNS)
+        return self._tables[key]
 
     def _view(self, step: Step) -> Tensor:
         weight = self.masked_t[step.level]

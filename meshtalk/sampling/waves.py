@@ -6,11 +6,15 @@ the heads above it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from meshtalk.model import LEAKY_SLOPE, ContextModel
+from meshtalk.sampling.kernels import add_products, choose_labels, wave_products
 from meshtalk.sampling.layout import WeightLayout
 from meshtalk.sampling.schedule import Step
 
@@ -45,8 +49,25 @@ def sample_waves(context: ContextModel, w: WeightLayout, audio_code: Tensor, gum
         return out, source[:, : step.cols], w.block(step), step.level < L
 
     wide = B < NARROW_FROM_BATCH  # one sequence is bound by the number of steps, several by their arithmetic
-    waves = [([views(s) for s in wave.steps], wave.first, wave.stop) for wave in (w.waves if wide else w.narrow_waves)]
-    finish = [views(s) for s in (w.finish if wide else w.narrow_finish)]
+    chosen_waves, chosen_finish = (w.waves, w.finish) if wide else (w.narrow_waves, w.narrow_finish)
+    # On the CPU in float32 the compiled loops (meshtalk.sampling.kernels) run on numpy views of the same buffers.
+    compiled = audio_code.device.type == "cpu" and audio_code.dtype == torch.float32
+    if compiled:
+        ins_np, z_np, flat, near = ins.numpy(), z.numpy(), w.flat.numpy(), w.near_t.numpy()
+        previous = ins_np[:L].copy()  # the layers' inputs at the frame before, for the near taps
+        labels_np, emb_rows = labels.numpy(), w.emb_rows.numpy()
+        noise_np = gumbel.numpy() if gumbel is not None else np.zeros((T, 0, 0, 0), np.float32)
+
+        def products(steps: tuple[Step, ...] | list[Step]) -> Callable[[], None]:
+            table = w.table(steps)
+            return lambda: wave_products(ins_np, z_np, table, flat, LEAKY_SLOPE)
+    else:
+        def products(steps: tuple[Step, ...] | list[Step]) -> Callable[[], None]:
+            run = [views(s) for s in steps]
+            return lambda: _run_steps(run)
+
+    waves = [(products(wave.steps), wave.first, wave.stop) for wave in chosen_waves]
+    finish = products(chosen_finish)
     for t in range(T):
         for i, layer in enumerate(layers):
             d = layer.dilation
@@ -56,11 +77,17 @@ def sample_waves(context: ContextModel, w: WeightLayout, audio_code: Tensor, gum
                     pending[i, lo : hi + 1].view(-1, HK).addmm_(past[i, lo - 1 - d : hi - d].view(-1, HK), w.far_t[i])
         ins[1:].copy_(pending[:, t])
         if t >= 1:
-            ins[1:].baddbmm_(past[:, t - 1], w.near_t)
+            if compiled:
+                add_products(ins_np[1:], previous, near)
+            else:
+                ins[1:].baddbmm_(past[:, t - 1], w.near_t)
         ins[0].copy_(w.emb_bias)
         z.copy_(w.logit_bias)
-        for steps, a, b in waves:
-            _run_steps(steps)
+        for run, a, b in waves:
+            run()
+            if compiled:
+                choose_labels(z_np, noise_np[t], labels_np, t, a, b, t >= given, emb_rows, ins_np[0])
+                continue
             if t < given:
                 chosen = chosen_labels[t, :, a:b]
             else:
@@ -71,7 +98,9 @@ def sample_waves(context: ContextModel, w: WeightLayout, audio_code: Tensor, gum
                 chosen_labels[t, :, a:b] = chosen
             # A chosen label adds its class's embedding column to the heads above it.
             ins[0].add_(F.embedding_bag(chosen + w.class_offset[a:b], w.emb_rows, mode="sum"))
-        _run_steps(finish)
+        finish()
+        if compiled:
+            previous[...] = ins_np[:L]
         past[:, t].copy_(ins[:L])
 
 

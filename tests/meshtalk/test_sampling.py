@@ -150,3 +150,57 @@ def test_sampling_noise_is_the_stream_of_one_draw_per_frame_and_head(batch, fram
     torch.manual_seed(4)
     got = draw_sampling_noise(batch, frames, heads, classes)
     assert torch.equal(got, expected.reshape(batch, frames, heads, classes))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_waves_in_torch_and_in_compiled_loops_give_the_same_labels(seed):
+    """float64 takes the torch products (the GPU's path), float32 the compiled loops; both the reference's labels."""
+    context = random_context(seed, "strict")
+    H, C = context.heads, context.classes
+    audio = torch.randn(3, 30, 8, generator=torch.Generator().manual_seed(seed))
+    noise = draw_sampling_noise(3, 30, H, C, generator=torch.Generator().manual_seed(7))
+    compiled = sample_fast(context, audio, noise=noise, draft="none").labels
+    in_torch = sample_fast(context.double(), audio.double(), noise=noise.double(), draft="none").labels
+    context.float()
+    assert torch.equal(compiled, in_torch)
+    assert torch.equal(compiled, sample_reference(context, audio, noise=noise).labels)
+
+
+def test_compiled_products_equal_torchs():
+    """A wave's products (a column count that is not a multiple of 4 included), the near taps, the labels' choice
+    and their embedding columns, against the torch operations they replace."""
+    from meshtalk.sampling.kernels import add_products, choose_labels, wave_products
+
+    g = torch.Generator().manual_seed(0)
+    L, B, HK, HC = 2, 3, 12, 10
+    ins, z = torch.randn(L + 1, B, HK, generator=g), torch.randn(B, HC, generator=g)
+    blocks = [torch.randn(7, 4, generator=g), torch.randn(12, 6, generator=g), torch.randn(0, 4, generator=g)]
+    flat = torch.cat([b.reshape(-1) for b in blocks])
+    table = torch.tensor([[0, 4, 4, 7, 0], [2, 2, 6, 12, 28], [1, 8, 4, 0, 100]]).numpy()  # level, o0, width, cols, at
+    want_ins, want_z = ins.clone(), z.clone()
+    want_ins[1][:, 4:8] = torch.nn.functional.leaky_relu(want_ins[1][:, 4:8] + ins[0][:, :7] @ blocks[0], 0.2)
+    want_z[:, 2:8] += ins[2][:, :12] @ blocks[1]
+    want_ins[2][:, 8:12] = torch.nn.functional.leaky_relu(want_ins[2][:, 8:12], 0.2)  # no visible input
+    wave_products(ins.numpy(), z.numpy(), table, flat.numpy(), 0.2)
+    torch.testing.assert_close(ins, want_ins, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(z, want_z, rtol=1e-6, atol=1e-6)
+
+    x, w, out = torch.randn(L, B, 13, generator=g), torch.randn(L, 13, 5, generator=g), torch.randn(L, B, 5, generator=g)
+    want = torch.baddbmm(out, x, w)
+    add_products(out.numpy(), x.numpy(), w.numpy())
+    torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6)
+
+    H, C, T = 4, 5, 3
+    logits, noise = torch.randn(B, H * C, generator=g) * 3, torch.randn(B, H, C, generator=g)
+    emb_rows, emb = torch.randn(H * C, HK, generator=g), torch.randn(B, HK, generator=g)
+    labels = torch.zeros(B, T, H, dtype=torch.long)
+    want_labels = (torch.log_softmax(logits.view(B, H, C), -1) + noise).argmax(-1)  # (B, H)
+    want_emb = emb + emb_rows[want_labels[:, 1:3] + torch.arange(1, 3) * C].sum(1)
+    choose_labels(logits.numpy(), noise.numpy(), labels.numpy(), 2, 1, 3, True, emb_rows.numpy(), emb.numpy())
+    assert torch.equal(labels[:, 2, 1:3], want_labels[:, 1:3]) and not labels[:, :2].any() and not labels[:, 2, 3].any()
+    torch.testing.assert_close(emb, want_emb, rtol=1e-6, atol=1e-6)
+    labels[:, 0] = torch.tensor([4, 0, 2, 1])  # given labels are kept, their columns added
+    before = emb.clone()
+    choose_labels(logits.numpy(), noise[:0].numpy(), labels.numpy(), 0, 0, H, False, emb_rows.numpy(), emb.numpy())
+    assert torch.equal(labels[:, 0], torch.tensor([4, 0, 2, 1]).expand(B, H))
+    torch.testing.assert_close(emb, before + emb_rows[torch.tensor([4, 0, 2, 1]) + torch.arange(H) * C].sum(0))

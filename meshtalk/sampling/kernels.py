@@ -1,0 +1,127 @@
+"""The waves' matrix products on the CPU as compiled loops (numba): each weight row is read once for every sequence
+of the batch, and a wave's products are one call instead of one torch call each.
+
+With a few sequences (animate's segments: 7 or 8 per thread) the products are (B x cols) @ (cols x 64) per head and
+(B x 1024) @ (1024 x 1024) per layer for the near taps; torch's CPU kernels reach 15-20 GFLOP/s there (they pack
+the weight matrix for every call), and each call costs several microseconds of dispatch. These loops take four
+weight rows at a time and add them into every sequence's output row, which stays in the first-level cache. Float32
+throughout, the sums in another order than torch's: the same values to float rounding (test_sampling checks the
+labels against the reference loop). ``docs/model.md`` has the figures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# One row per product: level (0 .. L - 1 the context layers, L the logits), first output column, output width,
+# visible input columns, offset of the (cols x width) block in the flat weights.
+TABLE_COLUMNS = 5
+
+
+@njit(nogil=True, cache=True)
+def wave_products(ins: np.ndarray, z: np.ndarray, table: np.ndarray, weights: np.ndarray, slope: float) -> None:
+    """For each row of ``table``: ``out[:, o0 : o0 + width] += src[:, :cols] @ block``, then LeakyReLU(``slope``)
+    on those columns for a context layer. ``ins`` (L + 1, B, HK): level l reads ``ins[l]`` and writes
+    ``ins[l + 1]``; the logits (level L) read ``ins[L]`` and write ``z`` (B, H * C)."""
+    L = ins.shape[0] - 1
+    B = ins.shape[1]
+    for s in range(table.shape[0]):
+        level, o0, width, cols, offset = table[s, 0], table[s, 1], table[s, 2], table[s, 3], table[s, 4]
+        out = ins[level + 1] if level < L else z
+        src = ins[level]
+        k = 0
+        while k + 4 <= cols:
+            a = offset + k * width
+            w0, w1 = weights[a : a + width], weights[a + width : a + 2 * width]
+            w2, w3 = weights[a + 2 * width : a + 3 * width], weights[a + 3 * width : a + 4 * width]
+            for b in range(B):
+                x0, x1, x2, x3 = src[b, k], src[b, k + 1], src[b, k + 2], src[b, k + 3]
+                o = out[b, o0 : o0 + width]
+                for j in range(width):
+                    o[j] += (x0 * w0[j] + x1 * w1[j]) + (x2 * w2[j] + x3 * w3[j])
+            k += 4
+        while k < cols:
+            a = offset + k * width
+            wk = weights[a : a + width]
+            for b in range(B):
+                xv = src[b, k]
+                o = out[b, o0 : o0 + width]
+                for j in range(width):
+                    o[j] += xv * wk[j]
+            k += 1
+        if level < L:
+            for b in range(B):
+                o = out[b, o0 : o0 + width]
+                for j in range(width):
+                    if o[j] < 0:
+                        o[j] *= slope
+
+
+@njit(nogil=True, cache=True)
+def add_products(out: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
+    """``out[l] += x[l] @ w[l]`` for every l: (L, B, N) += (L, B, K) @ (L, K, N)."""
+    L, B, K = x.shape
+    N = w.shape[2]
+    for layer in range(L):
+        k = 0
+        while k + 4 <= K:
+            w0, w1, w2, w3 = w[layer, k], w[layer, k + 1], w[layer, k + 2], w[layer, k + 3]
+            for b in range(B):
+                x0, x1, x2, x3 = x[layer, b, k], x[layer, b, k + 1], x[layer, b, k + 2], x[layer, b, k + 3]
+                o = out[layer, b]
+                for j in range(N):
+                    o[j] += (x0 * w0[j] + x1 * w1[j]) + (x2 * w2[j] + x3 * w3[j])
+            k += 4
+        while k < K:
+            wk = w[layer, k]
+            for b in range(B):
+                xv = x[layer, b, k]
+                o = out[layer, b]
+                for j in range(N):
+                    o[j] += xv * wk[j]
+            k += 1
+
+
+@njit(nogil=True, cache=True)
+def choose_labels(z: np.ndarray, noise: np.ndarray, labels: np.ndarray, t: int, first: int, stop: int, draw: bool,
+                  emb_rows: np.ndarray, emb: np.ndarray) -> None:
+    """Labels ``first`` .. ``stop - 1`` of frame ``t`` of every sequence, and their embedding columns added.
+
+    With ``draw``, head h's label is the argmax of log_softmax(its C logits of ``z`` (B, H * C)) plus its noise
+    (``noise`` (B, H, C) at frame t; an empty array: none), written to ``labels`` (B, T, H); without, the label
+    there is kept (a given prefix). Then ``emb[b] += emb_rows[h * C + label]`` for each head (``emb_rows``
+    (H * C, HK), ``emb`` (B, HK)), as the embedding's product with the one-hot labels."""
+    B = z.shape[0]
+    C = emb_rows.shape[0] // labels.shape[2]
+    noisy = noise.size > 0
+    for b in range(B):
+        for h in range(first, stop):
+            if draw:
+                logits = z[b, h * C : (h + 1) * C]
+                top = logits.max()
+                total = np.float32(0.0)
+                for c in range(C):
+                    total += np.exp(logits[c] - top)
+                log_total = np.log(total)
+                best, best_score = 0, -np.inf
+                for c in range(C):
+                    score = (logits[c] - top) - log_total
+                    if noisy:
+                        score += noise[b, h, c]
+                    if score > best_score:
+                        best, best_score = c, score
+                labels[b, t, h] = best
+            row = emb_rows[h * C + labels[b, t, h]]
+            out = emb[b]
+            for j in range(out.shape[0]):
+                out[j] += row[j]
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) both loops for the arrays the sampler passes them."""
+    ins, z = np.zeros((2, 1, 4), np.float32), np.zeros((1, 4), np.float32)
+    wave_products(ins, z, np.zeros((1, TABLE_COLUMNS), np.int64), np.zeros(16, np.float32), 0.2)
+    add_products(ins[1:], np.zeros((1, 1, 4), np.float32), np.zeros((1, 4, 4), np.float32))
+    for noise in (np.zeros((1, 1, 4), np.float32), np.zeros((0, 0, 0), np.float32)):
+        choose_labels(z, noise, np.zeros((1, 1, 1), np.int64), 0, 0, 1, True, np.zeros((4, 4), np.float32), ins[0])
