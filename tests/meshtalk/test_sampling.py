@@ -185,7 +185,8 @@ def test_compiled_products_equal_torchs():
     torch.testing.assert_close(ins, want_ins, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(z, want_z, rtol=1e-6, atol=1e-6)
 
-    x, w, out = torch.randn(L, B, 13, generator=g), torch.randn(L, 13, 5, generator=g), torch.randn(L, B, 5, generator=g)
+    x, w = torch.randn(L, B, 13, generator=g), torch.randn(L, 13, 5, generator=g)
+    out = torch.randn(L, B, 5, generator=g)
     want = torch.baddbmm(out, x, w)
     add_products(out.numpy(), x.numpy(), w.numpy())
     torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6)
