@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from numba import njit
 from torch import Tensor
 
 from meshtalk.data import SequenceData
@@ -140,6 +142,10 @@ def smooth_regions(geometry: Tensor, masks: list[Tensor], *, size: int = 9, sigm
         # The vertices' 3 K values gathered from each frame's row of V * 3: 3.6x faster than gathering K vertices of
         # 3 values (index_select along the vertex axis) and 1.4x to write back, the same values.
         columns = (index[:, None] * 3 + torch.arange(3, device=index.device)).reshape(-1)  # (3 K,)
+        if out.device.type == "cpu" and out.dtype == torch.float32:  # in place, one compiled pass (to float rounding)
+            _smooth_columns(out.view(-1, out.shape[-3], out.shape[-2] * 3).numpy(), columns.numpy(),
+                            weight.expand(-1, 3).reshape(-1).numpy(), gaussian_kernel(size, sigma).numpy())
+            return
         rows = out.view(*lead, -1)  # (..., T, V * 3)
         part = rows.index_select(-1, columns).view(*lead, -1, 3)  # (..., T, K, 3)
         blended = smooth_in_time(part, size=size, sigma=sigma) * weight + part * (1 - weight)
@@ -157,3 +163,32 @@ def smooth_regions(geometry: Tensor, masks: list[Tensor], *, size: int = 9, sigm
         pieces = zip(index.tensor_split(parts), weight.tensor_split(parts), strict=True)
         map_on_threads(lambda piece: blend(*piece), pieces, parts)
     return out
+
+
+@njit(nogil=True, cache=True)
+def _smooth_columns(rows: np.ndarray, columns: np.ndarray, weights: np.ndarray, kernel: np.ndarray) -> None:
+    """``smooth_regions``' blend of one mask in place on ``rows`` (N, T, V * 3) float32: the mask's columns gathered
+    frame by frame, each frame's smoothed values summed over the shifted frames as ``smooth_in_time`` (replicate
+    padding, the taps in the same order), then ``smoothed * w + x * (1 - w)`` written back. The sums run along
+    the gathered columns, which vectorise."""
+    N, T, _ = rows.shape
+    M = columns.shape[0]
+    size = kernel.shape[0]
+    half = size // 2
+    gathered = np.empty((T, M), np.float32)
+    total = np.empty(M, np.float32)
+    keep = np.float32(1.0) - weights
+    for n in range(N):
+        for t in range(T):
+            row = rows[n, t]
+            for i in range(M):
+                gathered[t, i] = row[columns[i]]
+        for t in range(T):
+            total[:] = 0.0
+            for k in range(size):
+                tap, shifted = kernel[k], gathered[min(max(t + k - half, 0), T - 1)]
+                for i in range(M):
+                    total[i] += tap * shifted[i]
+            row, own = rows[n, t], gathered[t]
+            for i in range(M):
+                row[columns[i]] = total[i] * weights[i] + own[i] * keep[i]

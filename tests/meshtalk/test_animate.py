@@ -82,6 +82,7 @@ def test_smoothing_equals_a_convolution_with_replicate_padding():
 def test_regions_blend_smoothed_and_original_per_vertex_one_mask_after_the_other():
     torch.manual_seed(0)
     geometry = torch.randn(15, 3, 3)
+    given = geometry.clone()
     forehead, neck = torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0.0, 0.0, 1.0])
     result = smooth_regions(geometry, [forehead, neck])
     once = smooth_in_time(geometry)
@@ -89,10 +90,14 @@ def test_regions_blend_smoothed_and_original_per_vertex_one_mask_after_the_other
     assert torch.equal(result[:, 1], geometry[:, 1])  # untouched, exactly
     blended = 0.5 * once[:, 2] + 0.5 * geometry[:, 2]
     torch.testing.assert_close(result[:, 2], smooth_in_time(blended[:, None])[:, 0])  # neck smooths the blend
-    assert not torch.equal(geometry, result) and torch.equal(geometry, geometry.clone())  # input left as it was
+    assert not torch.equal(geometry, result) and torch.equal(geometry, given)  # input left as it was
     masks = [torch.rand(40) * (torch.rand(40) > 0.3), torch.rand(40) * (torch.rand(40) > 0.5)]
     many = torch.randn(2, 15, 40, 3)
-    assert torch.equal(smooth_regions(many, masks, threads=3), smooth_regions(many, masks))  # per vertex: any split
+    compiled = smooth_regions(many, masks)  # float32 on the CPU: the compiled pass
+    assert torch.equal(smooth_regions(many, masks, threads=3), compiled)  # per vertex: any split
+    in_torch = smooth_regions(many.double(), [m.double() for m in masks])  # float64: torch's operations (the GPU's)
+    torch.testing.assert_close(compiled, in_torch.float(), rtol=1e-6, atol=1e-6)
+    assert not torch.equal(compiled, many)
 
 
 @pytest.mark.parametrize("method", ["fast", "reference"])
