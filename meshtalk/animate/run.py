@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from facedata.errors import DiskFullError
 from facedata.files import (
@@ -45,6 +46,7 @@ from meshtalk.animate.speech import compile_resampler, read_speech
 from meshtalk.animate.stream import StageTimes, animate_speech
 from meshtalk.animation_file import DEFAULT_VIDEO, AnimationWriter, VideoOptions
 from meshtalk.device import resolve_device, torch_threads, usable_cores
+from meshtalk.inference import smooth_regions
 from meshtalk.sampling import compile_kernels
 
 # Stages that turn audio into meshes. "compile" is paid once per process; the rest write files.
@@ -157,8 +159,9 @@ def animate_file(checkpoint: str | Path, audio: str | Path, out: str | Path, *, 
         plan.check(model.context.receptive_field)
         with times.stage("compile"):
             compile_resampler(audio)
-            if on_cpu:
-                compile_kernels()  # the sampler's loops: numba compiles them once (then loads them from its cache)
+            if on_cpu:  # the sampler's and the smoothing's loops: numba compiles them once, then loads them from disk
+                compile_kernels()
+                smooth_regions(torch.zeros(1, 2, 1, 3), [torch.ones(1)])
         with times.stage("read audio"):
             speech = read_speech(audio, workers=threads or usable_cores())
         if audio_frontend == "reference":  # the release's frame count: one frame fewer for most lengths
