@@ -37,7 +37,8 @@ class WeightLayout:
             # (in, out) per level, masked: the exact products, and the blocks of the waves as views of them.
             self.masked_t = [(m.masked.weight * m.mask).t().contiguous() for m in (*layers, context.logits)]
             self.near_t = torch.stack([m.history.weight[:, HK:].t() for m in layers])  # (L, HK, HK)
-            self.far_t = [m.history.weight[:, :HK].t() for m in layers]  # views (HK, HK)
+            self.far_t = [m.history.weight[:, :HK].t() for m in layers]  # views (HK, HK): torch's products
+            self.far = torch.stack(self.far_t)  # (L, HK, HK) rows of inputs: the compiled loops'
             emb = context.embedding
             self.emb_rows = (emb.masked.weight * emb.mask).t().contiguous()  # (H*C, HK): class columns as rows
             self.emb_bias = emb.masked.bias.detach()
@@ -63,8 +64,9 @@ class WeightLayout:
         flat = self.near_t.new_zeros(size)
         for step, block in blocks.items():
             flat[self._offsets[step] : self._offsets[step] + block.numel()] = block.reshape(-1)
-        # On 2 MB pages what a step reads every frame (the far taps, views of the parameters, are read per block).
-        self.near_t, self.emb_rows, self.flat = on_huge_pages([self.near_t, self.emb_rows, flat])
+        # On 2 MB pages what a step reads every frame (the far taps every d + 1 frames).
+        packed = on_huge_pages([self.near_t, self.far, self.emb_rows, flat])
+        self.near_t, self.far, self.emb_rows, self.flat = packed
         self._blocks = {step: self.flat[self._offsets[step] : self._offsets[step] + block.numel()].view(block.shape)
                         for step, block in blocks.items()}
         self._tables: dict[tuple[Step, ...], np.ndarray] = {}

@@ -18,7 +18,11 @@ from meshtalk.sampling.kernels import add_products, choose_labels, wave_products
 from meshtalk.sampling.layout import WeightLayout
 from meshtalk.sampling.schedule import Step
 
-NARROW_FROM_BATCH = 2  # batches of at least this many sequences take one head per product (see one_head_per_step)
+NARROW_FROM_BATCH = 2  # torch's products: batches of at least this many sequences take one head per product
+# (see one_head_per_step); the compiled loops always do, having no cost per call to save.
+FAR_ROWS_IN_TORCH = 24  # far taps of at least this many rows (sequences x frames) run in torch's product on the
+# parameters' transposed view, which is faster from there on (1024 x 1024: the loops 3.4x faster for 2 rows, 1.2x
+# for 16, as fast for 24 to 40, slower for 72)
 
 
 def sample_waves(context: ContextModel, w: WeightLayout, audio_code: Tensor, gumbel: Tensor | None, labels: Tensor,
@@ -48,12 +52,14 @@ def sample_waves(context: ContextModel, w: WeightLayout, audio_code: Tensor, gum
             out, source = z[:, step.lo * C : step.hi * C], ins[L]
         return out, source[:, : step.cols], w.block(step), step.level < L
 
-    wide = B < NARROW_FROM_BATCH  # one sequence is bound by the number of steps, several by their arithmetic
-    chosen_waves, chosen_finish = (w.waves, w.finish) if wide else (w.narrow_waves, w.narrow_finish)
     # On the CPU in float32 the compiled loops (meshtalk.sampling.kernels) run on numpy views of the same buffers.
     compiled = audio_code.device.type == "cpu" and audio_code.dtype == torch.float32
+    # In torch one sequence is bound by the number of products, several by their arithmetic.
+    wide = B < NARROW_FROM_BATCH and not compiled
+    chosen_waves, chosen_finish = (w.waves, w.finish) if wide else (w.narrow_waves, w.narrow_finish)
     if compiled:
-        ins_np, z_np, flat, near = ins.numpy(), z.numpy(), w.flat.numpy(), w.near_t.numpy()
+        ins_np, z_np, flat, near, far = ins.numpy(), z.numpy(), w.flat.numpy(), w.near_t.numpy(), w.far.numpy()
+        pending_np, past_np = pending.numpy(), past.numpy()
         previous = ins_np[:L].copy()  # the layers' inputs at the frame before, for the near taps
         labels_np, emb_rows = labels.numpy(), w.emb_rows.numpy()
         noise_np = gumbel.numpy() if gumbel is not None else np.zeros((T, 0, 0, 0), np.float32)
@@ -73,7 +79,10 @@ def sample_waves(context: ContextModel, w: WeightLayout, audio_code: Tensor, gum
             d = layer.dilation
             if t % (d + 1) == 0:  # far taps of frames t .. t + d, whose inputs t - 1 - d .. t - 1 are known
                 lo, hi = max(t, d + 1), min(t + d, T - 1)
-                if lo <= hi:
+                if lo <= hi and compiled and (hi - lo + 1) * B < FAR_ROWS_IN_TORCH:
+                    add_products(pending_np[i, lo : hi + 1].reshape(1, -1, HK),
+                                 past_np[i, lo - 1 - d : hi - d].reshape(1, -1, HK), far[i : i + 1])
+                elif lo <= hi:
                     pending[i, lo : hi + 1].view(-1, HK).addmm_(past[i, lo - 1 - d : hi - d].view(-1, HK), w.far_t[i])
         ins[1:].copy_(pending[:, t])
         if t >= 1:
