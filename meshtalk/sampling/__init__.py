@@ -11,7 +11,7 @@ Two implementations give the same labels for the same noise:
     product over the visible columns), then chooses its labels at once. The audio terms of all frames are computed
     at once, the far historic taps in blocks of d + 1 frames, the near taps once per frame;
   - *speculative* (``speculative``, one sequence on the CPU, the released model's size): a cheap *draft* of the
-    context model (``draft``: int8 weights, fp32 activations, one ``torch.compile``-d step per frame) proposes the
+    context model (``draft``: int8 weights, fp32 activations, one compiled loop per frame) proposes the
     labels of up to 32 frames; the exact float32 model then scores all of them at once, teacher-forced on the
     proposals (one matrix product per layer for the whole block instead of one per frame: the weights are read once
     per block), and the labels are accepted up to the first one that differs from the exact model's; that one is

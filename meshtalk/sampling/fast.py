@@ -32,12 +32,13 @@ def sample_fast(context: ContextModel, audio_code: Tensor, *, argmax: bool = Fal
     long audio can be sampled in chunks.
 
     ``draft`` chooses how (the labels are the same whichever, see ``meshtalk.sampling``): ``"none"`` samples in
-    waves; ``"compiled"`` speculates with a ``torch.compile``-d int8 draft (one sequence at a time, the batch in
-    turn), falling back to ``"eager"`` if compiling fails; ``"eager"`` speculates with the same draft run eagerly
-    (slow for large models: for tests and machines without a compiler); ``"auto"`` is ``"compiled"`` for one
-    float32 sequence on the CPU of a context model of at least ``SPECULATION_MIN_WEIGHTS`` weights and more than
-    two blocks of frames, where it pays, and ``"none"`` otherwise. The first compiled call of a process costs a
-    few seconds (tens of seconds the first time on a machine, before torch's compile cache holds it).
+    waves; ``"compiled"`` speculates with an int8 draft compiled as one loop (numba; one sequence at a time, the
+    batch in turn), falling back to ``"eager"`` if compiling fails; ``"eager"`` speculates with the same draft in
+    torch's operations (slow for large models: for tests); ``"auto"`` is ``"compiled"`` for one float32 sequence
+    on the CPU of a context model of at least ``SPECULATION_MIN_WEIGHTS`` weights and more than two blocks of
+    frames, where it pays, and ``"none"`` otherwise. The first compiled draft of a process costs about 0.1 s to
+    load (2-3 s the first time on a machine, before numba's cache holds it), and its quantised weights about
+    0.1 s per model.
 
     Raises:
         InputError: ``noise``, ``prefix`` or ``draft`` not as described.

@@ -118,6 +118,92 @@ def choose_labels(z: np.ndarray, noise: np.ndarray, labels: np.ndarray, t: int, 
                 out[j] += row[j]
 
 
+# One row per product of the int8 draft: level, first output column, output width, visible input columns, offset of
+# the (cols x width) int8 block, offset of its width scales. One row per wave: its first and last product rows and
+# the heads it chooses (the last row: the products that complete the frame, no heads).
+DRAFT_TABLE_COLUMNS, DRAFT_WAVE_COLUMNS = 6, 4
+
+
+@njit(nogil=True, cache=True)
+def _add_int8_product(out: np.ndarray, o0: int, x: np.ndarray, cols: int, q: np.ndarray, q_at: int, width: int,
+                      scales: np.ndarray, s_at: int, total: np.ndarray) -> None:
+    """``out[o0 : o0 + width] += scales * (x[:cols] @ Q)``, Q the (cols x width) int8 block at ``q[q_at:]`` with a
+    scale per output column, accumulated in float32 (``total``: a buffer of at least ``width``)."""
+    acc = total[:width]
+    acc[:] = 0.0
+    k = 0
+    while k + 4 <= cols:  # slices, not offsets, so that the loops vectorise
+        a = q_at + k * width
+        r0, r1 = q[a : a + width], q[a + width : a + 2 * width]
+        r2, r3 = q[a + 2 * width : a + 3 * width], q[a + 3 * width : a + 4 * width]
+        x0, x1, x2, x3 = x[k], x[k + 1], x[k + 2], x[k + 3]
+        for j in range(width):
+            acc[j] += (x0 * np.float32(r0[j]) + x1 * np.float32(r1[j])) + (
+                x2 * np.float32(r2[j]) + x3 * np.float32(r3[j]))
+        k += 4
+    while k < cols:
+        r0 = q[q_at + k * width : q_at + (k + 1) * width]
+        xv = x[k]
+        for j in range(width):
+            acc[j] += xv * np.float32(r0[j])
+        k += 1
+    o, sc = out[o0 : o0 + width], scales[s_at : s_at + width]
+    for j in range(width):
+        o[j] += sc[j] * acc[j]
+
+
+@njit(nogil=True, cache=True)
+def draft_frame(pending: np.ndarray, previous: np.ndarray, far_inputs: np.ndarray, noise: np.ndarray,
+                given: np.ndarray, keep: np.ndarray, labels: np.ndarray, inputs: np.ndarray, taps_q: np.ndarray,
+                taps_s: np.ndarray, q: np.ndarray, s: np.ndarray, table: np.ndarray, waves: np.ndarray,
+                emb_rows: np.ndarray, emb_bias: np.ndarray, logit_bias: np.ndarray, slope: float,
+                work: np.ndarray, emb: np.ndarray, z: np.ndarray, total: np.ndarray) -> None:
+    """One frame of the int8 draft: the waves' computation with int8 weights and float32 activations.
+
+    ``pending`` (L, HK): the frame's biases and audio terms; ``previous`` and ``far_inputs`` (L, HK): the layers'
+    inputs at the frame before and at each layer's far tap; ``taps_q`` / ``taps_s``: the near and far taps of
+    each layer (2 L blocks of HK x HK int8, in that order) and their scales; ``q`` / ``s``, ``table``,
+    ``waves``: the waves' blocks (``DRAFT_TABLE_COLUMNS``, ``DRAFT_WAVE_COLUMNS``). A head's label is the argmax
+    of its logits plus ``noise`` (H, C), or ``given`` where ``keep``; it is written to ``labels`` (H,), and the
+    frame's layer inputs to ``inputs`` (L, HK). ``work`` (2, L, HK), ``emb`` (HK,), ``z`` (H * C,) and ``total``
+    (at least HK) are scratch."""
+    L, HK = pending.shape
+    C = noise.shape[1]
+    start, act = work[0], work[1]  # the terms known before the frame's labels; the layers' outputs
+    for layer in range(L):
+        start[layer] = pending[layer]
+        near, far = 2 * layer, 2 * layer + 1
+        _add_int8_product(start[layer], 0, previous[layer], HK, taps_q, near * HK * HK, HK, taps_s, near * HK, total)
+        _add_int8_product(start[layer], 0, far_inputs[layer], HK, taps_q, far * HK * HK, HK, taps_s, far * HK, total)
+    emb[:] = emb_bias
+    for wave in range(waves.shape[0]):
+        for r in range(waves[wave, 0], waves[wave, 1]):
+            level, o0, width, cols = table[r, 0], table[r, 1], table[r, 2], table[r, 3]
+            if level < L:
+                out = act[level]
+                out[o0 : o0 + width] = start[level, o0 : o0 + width]
+                _add_int8_product(out, o0, emb if level == 0 else act[level - 1], cols, q, table[r, 4], width, s,
+                                  table[r, 5], total)
+                o = out[o0 : o0 + width]
+                for j in range(width):
+                    if o[j] < 0:
+                        o[j] *= slope
+            else:
+                z[o0 : o0 + width] = logit_bias[o0 : o0 + width]
+                _add_int8_product(z, o0, act[L - 1], cols, q, table[r, 4], width, s, table[r, 5], total)
+        for h in range(waves[wave, 2], waves[wave, 3]):
+            best = given[h]
+            if not keep[h]:
+                scores, top = z[h * C : (h + 1) * C], -np.inf
+                for c in range(C):
+                    if scores[c] + noise[h, c] > top:
+                        best, top = c, scores[c] + noise[h, c]
+            labels[h] = best
+            emb += emb_rows[h * C + best]
+    inputs[0] = emb
+    inputs[1:] = act[: L - 1]
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) both loops for the arrays the sampler passes them."""
     ins, z = np.zeros((2, 1, 4), np.float32), np.zeros((1, 4), np.float32)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from meshtalk.device import on_huge_pages
 from meshtalk.model import ContextModel
-from meshtalk.sampling.draft import Drafter
+from meshtalk.sampling.draft import Drafter, LoopDrafter
 from meshtalk.sampling.kernels import TABLE_COLUMNS
 from meshtalk.sampling.schedule import Step, Wave, one_head_per_step, wave_schedule
 
@@ -72,7 +72,7 @@ class WeightLayout:
         self._tables: dict[tuple[Step, ...], np.ndarray] = {}
         self.n_weights = sum(p.numel() for p in context.parameters())
         self._context = weakref.ref(context)
-        self._drafters: dict[bool, Drafter | None] = {}
+        self._drafters: dict[bool, Drafter | LoopDrafter] = {}
 
     def block(self, step: Step) -> Tensor:
         """The masked weights of a step, (cols, rows)."""
@@ -94,11 +94,11 @@ class WeightLayout:
         per_head = weight.shape[1] // len(self.class_offset)
         return weight[: step.cols, step.lo * per_head : step.hi * per_head]
 
-    def drafter(self, *, compiled: bool) -> Drafter:
+    def drafter(self, *, compiled: bool) -> Drafter | LoopDrafter:
         if compiled not in self._drafters:
             context = self._context()
             assert context is not None  # the model owns this layout
-            drafter = Drafter(context, self, compiled=compiled)
+            drafter = LoopDrafter(context, self) if compiled else Drafter(context, self)
             self._drafters[compiled] = drafter if drafter.ok else self.drafter(compiled=False)
         return self._drafters[compiled]
 

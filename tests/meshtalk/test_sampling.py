@@ -86,16 +86,31 @@ def test_wave_schedule_of_the_reference_mask_has_waves_of_six_heads():
     assert [(w.first, w.stop) for w in inclusive] == [(h, h + 1) for h in range(5)]
 
 
-@pytest.mark.slow
-def test_compiled_draft_gives_the_reference_labels():
-    """torch.compile of the draft (a few seconds for a tiny model) proposes; the labels are the reference's."""
-    context = random_context(2, "strict")
-    audio = torch.randn(1, 40, 8, generator=torch.Generator().manual_seed(2))
-    noise = draw_sampling_noise(1, 40, context.heads, context.classes, generator=torch.Generator().manual_seed(3))
+@pytest.mark.parametrize("seed", [2, 5])
+def test_compiled_draft_gives_the_reference_labels_and_proposes_as_the_eager_one(seed):
+    """The compiled draft proposes; the labels are the reference's. Its int8 weights are the eager draft's (a scale
+    per output channel over the columns it sees), so a frame gives the same labels and the same layer inputs to
+    float rounding."""
+    context = random_context(seed, "strict")
+    H, C, L = context.heads, context.classes, len(context.layers)
+    audio = torch.randn(1, 40, 8, generator=torch.Generator().manual_seed(seed))
+    noise = draw_sampling_noise(1, 40, H, C, generator=torch.Generator().manual_seed(3))
     stats = SamplerStats()
     fast = sample_fast(context, audio, noise=noise, draft="compiled", stats=stats)
     assert torch.equal(fast.labels, sample_reference(context, audio, noise=noise).labels)
-    assert stats.path == "speculative" and _prepare(context).drafter(compiled=True).ok
+    compiled, eager = _prepare(context).drafter(compiled=True), _prepare(context).drafter(compiled=False)
+    assert stats.path == "speculative" and compiled.ok and compiled is not eager
+    g = torch.Generator().manual_seed(seed)
+    HK = H * context.embedding.out_per_head
+    for _ in range(5):
+        pending, previous, far = torch.randn(L, HK, generator=g), torch.rand(L, HK, generator=g), \
+            torch.rand(L, HK, generator=g)
+        frame_noise, given, keep = torch.randn(H, C, generator=g), torch.randint(0, C, (H,), generator=g), \
+            torch.rand(H, generator=g) < 0.3
+        want_labels, want_inputs = eager.step(pending, previous, far, frame_noise, given, keep)
+        labels, inputs = compiled.step(pending, previous, far, frame_noise, given, keep)
+        assert torch.equal(labels, want_labels) and torch.equal(labels[keep], given[keep])
+        torch.testing.assert_close(inputs, want_inputs, rtol=1e-5, atol=1e-5)
 
 
 def test_samples_vary_and_follow_the_noise():
