@@ -17,7 +17,7 @@ from torch import Tensor
 
 from meshtalk.device import on_huge_pages
 from meshtalk.model import LEAKY_SLOPE, ContextModel
-from meshtalk.sampling.kernels import DRAFT_TABLE_COLUMNS, DRAFT_WAVE_COLUMNS, draft_frame
+from meshtalk.sampling.kernels import DRAFT_TABLE_COLUMNS, DRAFT_WAVE_COLUMNS, add_int8_rows, draft_frame
 from meshtalk.sampling.schedule import Step
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,11 @@ class Drafter:
     """The draft of one frame in torch's operations: the waves' computation with int8 weights (per-row scales)
     and float32 activations, one function of plain tensors.
 
-    ``step(pending (L, HK), previous inputs (L, HK), far-tap inputs (L, HK), noise (H, C), labels (H,),
-    keep (H,) bool)`` -> (labels (H,), this frame's layer inputs (L, HK)); labels where ``keep`` are kept.
+    ``add_far(layer, inputs (n, HK), out (n, HK))`` adds the far taps of ``layer`` of n frames (their inputs
+    d + 1 frames before each) to ``out``; ``step(start (L, HK): biases, audio terms and far taps, previous inputs
+    (L, HK), noise (H, C), labels (H,), keep (H,) bool)`` -> (labels (H,), this frame's layer inputs (L, HK));
+    labels where ``keep`` are kept. The far taps are apart so that a caller can take them for d + 1 frames at
+    once, reading their weights once (the inputs of frames t .. t + d are known at frame t).
 
     ``w`` is the context model's ``meshtalk.sampling.layout.WeightLayout``, whose blocks are quantised; the layout
     makes and keeps its drafters, so this module does not import it."""
@@ -60,12 +63,13 @@ class Drafter:
                      wave.first, wave.stop) for wave in w.waves]
             finish = [(s, add(_quantize_rows(w.block(s).t())) if s.cols else None) for s in w.finish]
             near = add(_quantize_rows(w.near_t.transpose(1, 2)))  # (L, HK, HK) rows = outputs
-            far = add(_quantize_rows(torch.stack([f.t() for f in w.far_t])))
+            self._far = add(_quantize_rows(torch.stack([f.t() for f in w.far_t])))  # (L, HK, HK) rows = outputs
             # Two flat tensors instead of ~50.
             places, q_at, s_at = [], 0, 0
             for q, scale in pairs:
                 places.append((q_at, tuple(q.shape), s_at, scale.numel()))
                 q_at, s_at = q_at + q.numel(), s_at + scale.numel()
+            self._places = places
             # The int8 values on 2 MB pages: the draft reads all of them for every frame it proposes.
             self.weights = [*on_huge_pages([torch.cat([q.flatten() for q, _ in pairs]),
                                             torch.cat([sc.flatten() for _, sc in pairs])]),
@@ -76,10 +80,10 @@ class Drafter:
             q = weights[0][q_at : q_at + math.prod(shape)].view(shape)
             return _gemv_int8(q, weights[1][s_at : s_at + n].view(shape[:-1]), x)
 
-        def frame(weights: list[Tensor], pending: Tensor, previous: Tensor, far_inputs: Tensor, noise: Tensor,
-                  given: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+        def frame(weights: list[Tensor], start: Tensor, previous: Tensor, noise: Tensor, given: Tensor,
+                  keep: Tensor) -> tuple[Tensor, Tensor]:
             emb_rows, emb, logit_bias, offset = weights[2:]
-            start = pending + gemv(weights, near, previous) + gemv(weights, far, far_inputs)  # (L, HK)
+            start = start + gemv(weights, near, previous)  # (L, HK)
             outputs: list[list[Tensor]] = [[] for _ in range(L + 1)]  # computed head blocks per level
 
             def run(step: Step, index: int | None) -> Tensor:
@@ -105,9 +109,14 @@ class Drafter:
 
         self._fn: Any = frame
 
-    def step(self, pending: Tensor, previous: Tensor, far_inputs: Tensor, noise: Tensor, given: Tensor,
-             keep: Tensor) -> tuple[Tensor, Tensor]:
-        return self._fn(self.weights, pending, previous, far_inputs, noise, given, keep)
+    def add_far(self, layer: int, inputs: Tensor, out: Tensor) -> None:
+        q_at, shape, s_at, n = self._places[self._far]
+        q = self.weights[0][q_at : q_at + math.prod(shape)].view(shape)[layer]  # (HK, HK) rows = outputs
+        out += (inputs @ q.to(torch.float32).t()) * self.weights[1][s_at : s_at + n].view(shape[:-1])[layer]
+
+    def step(self, start: Tensor, previous: Tensor, noise: Tensor, given: Tensor, keep: Tensor
+             ) -> tuple[Tensor, Tensor]:
+        return self._fn(self.weights, start, previous, noise, given, keep)
 
 
 class LoopDrafter:
@@ -151,17 +160,24 @@ class LoopDrafter:
         self._labels, self._inputs = torch.zeros(H, dtype=torch.long), torch.zeros(L, HK)
         self._scratch = (np.zeros((2, L, HK), np.float32), np.zeros(HK, np.float32), np.zeros(H * C, np.float32),
                          np.zeros(HK, np.float32))
+        self._HK = HK
         try:  # compiling (or loading from numba's cache) happens on the first call: fail here, not mid-sequence
             zeros = torch.zeros(L, HK)
-            self.step(zeros, zeros, zeros, torch.zeros(H, C), torch.zeros(H, dtype=torch.long),
+            self.add_far(0, zeros[:1], zeros[:1])
+            self.step(zeros, zeros, torch.zeros(H, C), torch.zeros(H, dtype=torch.long),
                       torch.zeros(H, dtype=torch.bool))
         except Exception as error:  # any compiler failure: the eager draft gives the same labels
             log.warning("compiling the sampler's draft failed (%s); drafting eagerly", error)
             self.ok = False
 
-    def step(self, pending: Tensor, previous: Tensor, far_inputs: Tensor, noise: Tensor, given: Tensor,
-             keep: Tensor) -> tuple[Tensor, Tensor]:
-        draft_frame(pending.numpy(), previous.numpy(), far_inputs.numpy(), noise.numpy(), given.numpy(),
-                    keep.numpy(), self._labels.numpy(), self._inputs.numpy(), self._taps_q, self._taps_s, self._q,
-                    self._s, self._table, self._waves, *self._fixed, *self._scratch)
+    def add_far(self, layer: int, inputs: Tensor, out: Tensor) -> None:
+        block = 2 * layer + 1  # the taps are near, far of each layer in turn
+        add_int8_rows(out.numpy(), inputs.numpy(), self._taps_q, block * self._HK * self._HK, self._taps_s,
+                      block * self._HK, self._scratch[3])
+
+    def step(self, start: Tensor, previous: Tensor, noise: Tensor, given: Tensor, keep: Tensor
+             ) -> tuple[Tensor, Tensor]:
+        draft_frame(start.numpy(), previous.numpy(), noise.numpy(), given.numpy(), keep.numpy(),
+                    self._labels.numpy(), self._inputs.numpy(), self._taps_q, self._taps_s, self._q, self._s,
+                    self._table, self._waves, *self._fixed, *self._scratch)
         return self._labels, self._inputs

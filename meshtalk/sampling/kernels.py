@@ -153,35 +153,43 @@ def _add_int8_product(out: np.ndarray, o0: int, x: np.ndarray, cols: int, q: np.
 
 
 @njit(nogil=True, cache=True)
-def draft_frame(pending: np.ndarray, previous: np.ndarray, far_inputs: np.ndarray, noise: np.ndarray,
+def add_int8_rows(out: np.ndarray, x: np.ndarray, q: np.ndarray, q_at: int, scales: np.ndarray, s_at: int,
+                  total: np.ndarray) -> None:
+    """``out[r] += scales * (x[r] @ Q)`` for every row r of ``x`` (n, K); Q the (K x N) int8 block at ``q[q_at:]``,
+    N = ``out.shape[1]``; the block is read from memory once and from the cache for the other rows."""
+    for r in range(x.shape[0]):
+        _add_int8_product(out[r], 0, x[r], x.shape[1], q, q_at, out.shape[1], scales, s_at, total)
+
+
+@njit(nogil=True, cache=True)
+def draft_frame(start: np.ndarray, previous: np.ndarray, noise: np.ndarray,
                 given: np.ndarray, keep: np.ndarray, labels: np.ndarray, inputs: np.ndarray, taps_q: np.ndarray,
                 taps_s: np.ndarray, q: np.ndarray, s: np.ndarray, table: np.ndarray, waves: np.ndarray,
                 emb_rows: np.ndarray, emb_bias: np.ndarray, logit_bias: np.ndarray, slope: float,
                 work: np.ndarray, emb: np.ndarray, z: np.ndarray, total: np.ndarray) -> None:
     """One frame of the int8 draft: the waves' computation with int8 weights and float32 activations.
 
-    ``pending`` (L, HK): the frame's biases and audio terms; ``previous`` and ``far_inputs`` (L, HK): the layers'
-    inputs at the frame before and at each layer's far tap; ``taps_q`` / ``taps_s``: the near and far taps of
-    each layer (2 L blocks of HK x HK int8, in that order) and their scales; ``q`` / ``s``, ``table``,
+    ``start`` (L, HK): the frame's biases, audio terms and far taps; ``previous`` (L, HK): the layers' inputs at
+    the frame before; ``taps_q`` / ``taps_s``: the near and far taps of each layer (2 L blocks of HK x HK int8,
+    in that order) and their scales; ``q`` / ``s``, ``table``,
     ``waves``: the waves' blocks (``DRAFT_TABLE_COLUMNS``, ``DRAFT_WAVE_COLUMNS``). A head's label is the argmax
     of its logits plus ``noise`` (H, C), or ``given`` where ``keep``; it is written to ``labels`` (H,), and the
     frame's layer inputs to ``inputs`` (L, HK). ``work`` (2, L, HK), ``emb`` (HK,), ``z`` (H * C,) and ``total``
     (at least HK) are scratch."""
-    L, HK = pending.shape
+    L, HK = start.shape
     C = noise.shape[1]
-    start, act = work[0], work[1]  # the terms known before the frame's labels; the layers' outputs
+    known, act = work[0], work[1]  # the terms known before the frame's labels; the layers' outputs
     for layer in range(L):
-        start[layer] = pending[layer]
-        near, far = 2 * layer, 2 * layer + 1
-        _add_int8_product(start[layer], 0, previous[layer], HK, taps_q, near * HK * HK, HK, taps_s, near * HK, total)
-        _add_int8_product(start[layer], 0, far_inputs[layer], HK, taps_q, far * HK * HK, HK, taps_s, far * HK, total)
+        known[layer] = start[layer]
+        near = 2 * layer
+        _add_int8_product(known[layer], 0, previous[layer], HK, taps_q, near * HK * HK, HK, taps_s, near * HK, total)
     emb[:] = emb_bias
     for wave in range(waves.shape[0]):
         for r in range(waves[wave, 0], waves[wave, 1]):
             level, o0, width, cols = table[r, 0], table[r, 1], table[r, 2], table[r, 3]
             if level < L:
                 out = act[level]
-                out[o0 : o0 + width] = start[level, o0 : o0 + width]
+                out[o0 : o0 + width] = known[level, o0 : o0 + width]
                 _add_int8_product(out, o0, emb if level == 0 else act[level - 1], cols, q, table[r, 4], width, s,
                                   table[r, 5], total)
                 o = out[o0 : o0 + width]

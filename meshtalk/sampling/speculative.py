@@ -59,18 +59,21 @@ def sample_speculative(context: ContextModel, w: WeightLayout, drafter: Drafter,
     noise = audio_code.new_zeros(T, H, C) if gumbel is None else gumbel.contiguous()  # (T, H, C)
     base = torch.stack([m.masked.bias + m.history.bias + m.audio(audio_code) for m in layers], dim=1).contiguous()
     past = audio_code.new_zeros(P + T, L, HK)  # inputs of each layer: exact up to the accepted frames
-    flat = past.view(-1, HK)
-    far_rows = (P - 1 - dilations) * L + torch.arange(L)  # rows of ``flat`` holding frame 0's far-tap inputs
     no_force = torch.zeros(H, dtype=torch.bool)
     heads = torch.arange(H)
 
     def propose(t0: int, t1: int, forced: int) -> None:
         """Draft frames [t0, t1); frame t0's heads < forced keep their labels."""
         stats.drafted_frames += t1 - t0
+        start = base[t0:t1].clone()  # (n, L, HK): biases and audio terms, and the far taps added ahead
         for t in range(t0, t1):
+            for i, layer in enumerate(layers):
+                d = layer.dilation
+                if (t - t0) % (d + 1) == 0:  # far taps of frames t .. t + d, whose inputs t - 1 - d .. t - 1 are known
+                    stop = min(t + d + 1, t1)
+                    drafter.add_far(i, past[P + t - 1 - d : P + stop - 1 - d, i], start[t - t0 : stop - t0, i])
             keep = heads < forced if t == t0 and forced else no_force
-            chosen, inputs = drafter.step(base[t], past[P + t - 1], flat.index_select(0, far_rows + t * L), noise[t],
-                                          labels[t], keep)
+            chosen, inputs = drafter.step(start[t - t0], past[P + t - 1], noise[t], labels[t], keep)
             labels[t] = chosen
             past[P + t] = inputs
 

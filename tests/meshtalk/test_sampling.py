@@ -103,12 +103,20 @@ def test_compiled_draft_gives_the_reference_labels_and_proposes_as_the_eager_one
     g = torch.Generator().manual_seed(seed)
     HK = H * context.embedding.out_per_head
     for _ in range(5):
-        pending, previous, far = torch.randn(L, HK, generator=g), torch.rand(L, HK, generator=g), \
-            torch.rand(L, HK, generator=g)
+        pending, previous = torch.randn(L, HK, generator=g), torch.rand(L, HK, generator=g)
         frame_noise, given, keep = torch.randn(H, C, generator=g), torch.randint(0, C, (H,), generator=g), \
             torch.rand(H, generator=g) < 0.3
-        want_labels, want_inputs = eager.step(pending, previous, far, frame_noise, given, keep)
-        labels, inputs = compiled.step(pending, previous, far, frame_noise, given, keep)
+        # The far taps of 3 frames at once, on strided views of (frames, L, HK) as the speculative loop passes them.
+        frames = torch.stack([pending, torch.randn(L, HK, generator=g), torch.randn(L, HK, generator=g)])
+        far_inputs = torch.rand(3, L, HK, generator=g)
+        start, want_start = frames.clone(), frames.clone()
+        for layer in range(L):
+            eager.add_far(layer, far_inputs[:, layer], want_start[:, layer])
+            compiled.add_far(layer, far_inputs[:, layer], start[:, layer])
+        torch.testing.assert_close(start, want_start, rtol=1e-5, atol=1e-5)
+        assert not torch.equal(start, frames)
+        want_labels, want_inputs = eager.step(want_start[0], previous, frame_noise, given, keep)
+        labels, inputs = compiled.step(start[0], previous, frame_noise, given, keep)
         assert torch.equal(labels, want_labels) and torch.equal(labels[keep], given[keep])
         torch.testing.assert_close(inputs, want_inputs, rtol=1e-5, atol=1e-5)
 
