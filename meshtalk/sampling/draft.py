@@ -159,7 +159,7 @@ class LoopDrafter:
         self._fixed = (w.emb_rows.numpy(), w.emb_bias.numpy(), w.logit_bias.numpy(), LEAKY_SLOPE)
         self._labels, self._inputs = torch.zeros(H, dtype=torch.long), torch.zeros(L, HK)
         self._scratch = (np.zeros((2, L, HK), np.float32), np.zeros(HK, np.float32), np.zeros(H * C, np.float32),
-                         np.zeros(HK, np.float32))
+                         np.zeros(4 * HK, np.float32))
         self._HK = HK
         try:  # compiling (or loading from numba's cache) happens on the first call: fail here, not mid-sequence
             zeros = torch.zeros(L, HK)

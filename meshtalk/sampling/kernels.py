@@ -156,9 +156,37 @@ def _add_int8_product(out: np.ndarray, o0: int, x: np.ndarray, cols: int, q: np.
 def add_int8_rows(out: np.ndarray, x: np.ndarray, q: np.ndarray, q_at: int, scales: np.ndarray, s_at: int,
                   total: np.ndarray) -> None:
     """``out[r] += scales * (x[r] @ Q)`` for every row r of ``x`` (n, K); Q the (K x N) int8 block at ``q[q_at:]``,
-    N = ``out.shape[1]``; the block is read from memory once and from the cache for the other rows."""
-    for r in range(x.shape[0]):
-        _add_int8_product(out[r], 0, x[r], x.shape[1], q, q_at, out.shape[1], scales, s_at, total)
+    N = ``out.shape[1]``. Four rows of Q at a time are converted to float32 once for all rows of ``x`` (the
+    conversion, not the reading, bounds an int8 product of several rows); ``total`` is scratch of at least 4 N."""
+    n, K = x.shape
+    N = out.shape[1]
+    acc = np.zeros((n, N), np.float32)
+    rows = total[: 4 * N].reshape(4, N)
+    k = 0
+    while k < K:
+        m = min(4, K - k)
+        for i in range(m):
+            block, converted = q[q_at + (k + i) * N : q_at + (k + i + 1) * N], rows[i]
+            for j in range(N):
+                converted[j] = np.float32(block[j])
+        for r in range(n):
+            a = acc[r]
+            if m == 4:
+                x0, x1, x2, x3 = x[r, k], x[r, k + 1], x[r, k + 2], x[r, k + 3]
+                r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
+                for j in range(N):
+                    a[j] += (x0 * r0[j] + x1 * r1[j]) + (x2 * r2[j] + x3 * r3[j])
+            else:
+                for i in range(m):
+                    xv, ri = x[r, k + i], rows[i]
+                    for j in range(N):
+                        a[j] += xv * ri[j]
+        k += m
+    sc = scales[s_at : s_at + N]
+    for r in range(n):
+        o, a = out[r], acc[r]
+        for j in range(N):
+            o[j] += sc[j] * a[j]
 
 
 @njit(nogil=True, cache=True)
