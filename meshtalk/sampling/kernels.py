@@ -6,7 +6,9 @@ With a few sequences (animate's segments: 7 or 8 per thread) the products are (B
 the weight matrix for every call), and each call costs several microseconds of dispatch. These loops take four
 weight rows at a time and add them into every sequence's output row, which stays in the first-level cache. Float32
 throughout, the sums in another order than torch's: the same values to float rounding (test_sampling checks the
-labels against the reference loop). ``docs/model.md`` has the figures.
+labels against the reference loop). The speculative path's int8 draft runs here too (``draft_frame``,
+``add_int8_rows``: int8 weights with a scale per output column, float32 activations). ``docs/model.md`` has the
+figures.
 """
 
 from __future__ import annotations
@@ -241,7 +243,8 @@ def draft_frame(start: np.ndarray, previous: np.ndarray, noise: np.ndarray,
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) both loops for the arrays the sampler passes them."""
+    """Compile (or load from numba's cache) the waves' loops for the arrays the sampler passes them (the draft's load
+    when a drafter is made)."""
     ins, z = np.zeros((2, 1, 4), np.float32), np.zeros((1, 4), np.float32)
     wave_products(ins, z, np.zeros((1, TABLE_COLUMNS), np.int64), np.zeros(16, np.float32), 0.2)
     add_products(ins[1:], np.zeros((1, 1, 4), np.float32), np.zeros((1, 4, 4), np.float32))
