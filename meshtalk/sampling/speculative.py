@@ -8,6 +8,7 @@ proposal only decides how much work is done, never a label.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,7 @@ class SamplerStats:
 
 
 SPECULATION_BLOCK_FRAMES = 32
+DRAFT_AHEAD = True  # draft the next block on a second thread while this one is checked (docs/model.md)
 
 
 def sample_speculative(context: ContextModel, w: WeightLayout, drafter: Drafter, audio_code: Tensor,
@@ -59,6 +61,7 @@ def sample_speculative(context: ContextModel, w: WeightLayout, drafter: Drafter,
     noise = audio_code.new_zeros(T, H, C) if gumbel is None else gumbel.contiguous()  # (T, H, C)
     base = torch.stack([m.masked.bias + m.history.bias + m.audio(audio_code) for m in layers], dim=1).contiguous()
     past = audio_code.new_zeros(P + T, L, HK)  # inputs of each layer: exact up to the accepted frames
+    drafted = past.clone()  # the draft's: exact up to the last block checked, then its own
     no_force = torch.zeros(H, dtype=torch.bool)
     heads = torch.arange(H)
 
@@ -71,11 +74,11 @@ def sample_speculative(context: ContextModel, w: WeightLayout, drafter: Drafter,
                 d = layer.dilation
                 if (t - t0) % (d + 1) == 0:  # far taps of frames t .. t + d, whose inputs t - 1 - d .. t - 1 are known
                     stop = min(t + d + 1, t1)
-                    drafter.add_far(i, past[P + t - 1 - d : P + stop - 1 - d, i], start[t - t0 : stop - t0, i])
+                    drafter.add_far(i, drafted[P + t - 1 - d : P + stop - 1 - d, i], start[t - t0 : stop - t0, i])
             keep = heads < forced if t == t0 and forced else no_force
-            chosen, inputs = drafter.step(start[t - t0], past[P + t - 1], noise[t], labels[t], keep)
+            chosen, inputs = drafter.step(start[t - t0], drafted[P + t - 1], noise[t], labels[t], keep)
             labels[t] = chosen
-            past[P + t] = inputs
+            drafted[P + t] = inputs
 
     def score(t0: int, t1: int) -> Tensor:
         """The exact model's labels of frames [t0, t1) given ``labels`` before each (n, H); writes the exact
@@ -106,28 +109,47 @@ def sample_speculative(context: ContextModel, w: WeightLayout, drafter: Drafter,
 
     if given:
         score(0, given)  # the exact inputs of the given frames
+        drafted[: P + given] = past[: P + given]
     accepted, total = given * H, T * H  # labels (frame-major) known to be the exact model's
-    while accepted < total:
-        t1 = min(T, accepted // H + SPECULATION_BLOCK_FRAMES)
-        propose(accepted // H, t1, accepted % H)
-        retried = False
-        while accepted < t1 * H:
-            t0 = accepted // H
-            exact = score(t0, t1).view(-1)
-            differ = exact != labels[t0:t1].view(-1)
-            differ[: accepted - t0 * H] = False
-            if not bool(differ.any()):
-                accepted = t1 * H
-                break
-            bad = int(differ.to(torch.uint8).argmax())  # the first difference
-            stats.corrections += 1
-            accepted = t0 * H + bad + 1
-            if not retried:  # the exact labels after it, computed from one wrong label, are the next proposal
-                labels[t0:t1].view(-1)[bad:] = exact[bad:]
-                retried = True
-            else:
-                labels.view(-1)[accepted - 1] = exact[bad]
-                if accepted < t1 * H:
-                    stats.redrafts += 1
-                    propose(accepted // H, t1, accepted % H)
-                retried = False
+    # The next block is drafted on another thread while the exact model checks this one (both release the
+    # interpreter while they compute), from the draft's own inputs for this block. Its proposals are used even when
+    # this block gets a correction: they only decide how much is checked at once, and drafting again cost more.
+    ahead: Future | None = None
+    ready: tuple[int, int] | None = None  # the block whose proposals the other thread has drafted
+    with ThreadPoolExecutor(1) as pool:
+        while accepted < total:
+            first = accepted // H
+            t1 = min(T, first + SPECULATION_BLOCK_FRAMES)
+            if accepted % H or ready != (first, t1):
+                propose(first, t1, accepted % H)
+            ready = None
+            if DRAFT_AHEAD and t1 < T:  # it reads rows < t1 of ``drafted`` and writes labels and rows >= t1
+                ready = (t1, min(T, t1 + SPECULATION_BLOCK_FRAMES))
+                ahead = pool.submit(propose, *ready, 0)
+            retried = False
+            while accepted < t1 * H:
+                t0 = accepted // H
+                exact = score(t0, t1).view(-1)
+                differ = exact != labels[t0:t1].view(-1)
+                differ[: accepted - t0 * H] = False
+                if not bool(differ.any()):
+                    accepted = t1 * H
+                    break
+                bad = int(differ.to(torch.uint8).argmax())  # the first difference
+                stats.corrections += 1
+                accepted = t0 * H + bad + 1
+                if not retried:  # the exact labels after it, computed from one wrong label, are the next proposal
+                    labels[t0:t1].view(-1)[bad:] = exact[bad:]
+                    retried = True
+                else:
+                    labels.view(-1)[accepted - 1] = exact[bad]
+                    if accepted < t1 * H:
+                        stats.redrafts += 1
+                        if ahead is not None:  # one draft at a time: they share the drafter's buffers
+                            ahead.result()
+                        propose(accepted // H, t1, accepted % H)
+                    retried = False
+            if ahead is not None:  # before this block's exact rows replace the draft's, which it may be reading
+                ahead.result()
+                ahead = None
+            drafted[P + first : P + t1] = past[P + first : P + t1]

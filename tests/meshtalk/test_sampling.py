@@ -228,3 +228,18 @@ def test_compiled_products_equal_torchs():
     choose_labels(logits.numpy(), noise[:0].numpy(), labels.numpy(), 0, 0, H, False, emb_rows.numpy(), emb.numpy())
     assert torch.equal(labels[:, 0], torch.tensor([4, 0, 2, 1]).expand(B, H))
     torch.testing.assert_close(emb, before + emb_rows[torch.tensor([4, 0, 2, 1]) + torch.arange(H) * C].sum(0))
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_drafting_the_next_block_meanwhile_changes_no_label(ahead, monkeypatch):
+    """The next block drafted on a second thread (from the draft's own inputs) or after the check: the same labels."""
+    import meshtalk.sampling.speculative as speculative
+
+    monkeypatch.setattr(speculative, "DRAFT_AHEAD", ahead)
+    context = random_context(6, "strict")
+    audio = torch.randn(1, 100, 8, generator=torch.Generator().manual_seed(6))
+    noise = draw_sampling_noise(1, 100, context.heads, context.classes, generator=torch.Generator().manual_seed(8))
+    stats = SamplerStats()
+    fast = sample_fast(context, audio, noise=noise, draft="compiled", stats=stats)
+    assert torch.equal(fast.labels, sample_reference(context, audio, noise=noise).labels)
+    assert stats.path == "speculative" and stats.drafted_frames >= 100 and stats.checked_frames >= 100
