@@ -123,8 +123,8 @@ class LoopDrafter:
     """``Drafter``'s frame as one compiled loop (``meshtalk.sampling.kernels.draft_frame``, numba): one head per
     product (no zero blocks) and each int8 weight read once per frame, 11.3 MB for the released model; 0.85 ms a
     frame against 1.15-1.47 ms for ``torch.compile`` of ``Drafter`` (measured in one process), and no compilation
-    of seconds on a process's first sequence (numba keeps its compiled code on disk). ``step`` as ``Drafter``'s;
-    its results are views of buffers that the next call overwrites."""
+    of seconds on a process's first sequence (numba keeps its compiled code on disk). ``add_far`` and ``step`` as
+    ``Drafter``'s; they keep no state between calls, so threads may draft with one drafter at once."""
 
     def __init__(self, context: ContextModel, w: Any):
         self.ok = True
@@ -157,9 +157,6 @@ class LoopDrafter:
         self._table = np.array(rows, dtype=np.int64).reshape(-1, DRAFT_TABLE_COLUMNS)
         self._waves = np.array(waves, dtype=np.int64).reshape(-1, DRAFT_WAVE_COLUMNS)
         self._fixed = (w.emb_rows.numpy(), w.emb_bias.numpy(), w.logit_bias.numpy(), LEAKY_SLOPE)
-        self._labels, self._inputs = torch.zeros(H, dtype=torch.long), torch.zeros(L, HK)
-        self._scratch = (np.zeros((2, L, HK), np.float32), np.zeros(HK, np.float32), np.zeros(H * C, np.float32),
-                         np.zeros(4 * HK, np.float32))
         self._HK = HK
         try:  # compiling (or loading from numba's cache) happens on the first call: fail here, not mid-sequence
             zeros = torch.zeros(L, HK)
@@ -173,11 +170,12 @@ class LoopDrafter:
     def add_far(self, layer: int, inputs: Tensor, out: Tensor) -> None:
         block = 2 * layer + 1  # the taps are near, far of each layer in turn
         add_int8_rows(out.numpy(), inputs.numpy(), self._taps_q, block * self._HK * self._HK, self._taps_s,
-                      block * self._HK, self._scratch[3])
+                      block * self._HK)
 
     def step(self, start: Tensor, previous: Tensor, noise: Tensor, given: Tensor, keep: Tensor
              ) -> tuple[Tensor, Tensor]:
-        draft_frame(start.numpy(), previous.numpy(), noise.numpy(), given.numpy(), keep.numpy(),
-                    self._labels.numpy(), self._inputs.numpy(), self._taps_q, self._taps_s, self._q, self._s,
-                    self._table, self._waves, *self._fixed, *self._scratch)
-        return self._labels, self._inputs
+        labels, inputs = torch.empty(given.shape, dtype=torch.long), torch.empty(start.shape)
+        draft_frame(start.numpy(), previous.numpy(), noise.numpy(), given.numpy(), keep.numpy(), labels.numpy(),
+                    inputs.numpy(), self._taps_q, self._taps_s, self._q, self._s, self._table, self._waves,
+                    *self._fixed)
+        return labels, inputs

@@ -155,15 +155,14 @@ def _add_int8_product(out: np.ndarray, o0: int, x: np.ndarray, cols: int, q: np.
 
 
 @njit(nogil=True, cache=True)
-def add_int8_rows(out: np.ndarray, x: np.ndarray, q: np.ndarray, q_at: int, scales: np.ndarray, s_at: int,
-                  total: np.ndarray) -> None:
+def add_int8_rows(out: np.ndarray, x: np.ndarray, q: np.ndarray, q_at: int, scales: np.ndarray, s_at: int) -> None:
     """``out[r] += scales * (x[r] @ Q)`` for every row r of ``x`` (n, K); Q the (K x N) int8 block at ``q[q_at:]``,
     N = ``out.shape[1]``. Four rows of Q at a time are converted to float32 once for all rows of ``x`` (the
-    conversion, not the reading, bounds an int8 product of several rows); ``total`` is scratch of at least 4 N."""
+    conversion, not the reading, bounds an int8 product of several rows)."""
     n, K = x.shape
     N = out.shape[1]
     acc = np.zeros((n, N), np.float32)
-    rows = total[: 4 * N].reshape(4, N)
+    rows = np.empty((4, N), np.float32)
     k = 0
     while k < K:
         m = min(4, K - k)
@@ -195,8 +194,7 @@ def add_int8_rows(out: np.ndarray, x: np.ndarray, q: np.ndarray, q_at: int, scal
 def draft_frame(start: np.ndarray, previous: np.ndarray, noise: np.ndarray,
                 given: np.ndarray, keep: np.ndarray, labels: np.ndarray, inputs: np.ndarray, taps_q: np.ndarray,
                 taps_s: np.ndarray, q: np.ndarray, s: np.ndarray, table: np.ndarray, waves: np.ndarray,
-                emb_rows: np.ndarray, emb_bias: np.ndarray, logit_bias: np.ndarray, slope: float,
-                work: np.ndarray, emb: np.ndarray, z: np.ndarray, total: np.ndarray) -> None:
+                emb_rows: np.ndarray, emb_bias: np.ndarray, logit_bias: np.ndarray, slope: float) -> None:
     """One frame of the int8 draft: the waves' computation with int8 weights and float32 activations.
 
     ``start`` (L, HK): the frame's biases, audio terms and far taps; ``previous`` (L, HK): the layers' inputs at
@@ -204,11 +202,11 @@ def draft_frame(start: np.ndarray, previous: np.ndarray, noise: np.ndarray,
     in that order) and their scales; ``q`` / ``s``, ``table``,
     ``waves``: the waves' blocks (``DRAFT_TABLE_COLUMNS``, ``DRAFT_WAVE_COLUMNS``). A head's label is the argmax
     of its logits plus ``noise`` (H, C), or ``given`` where ``keep``; it is written to ``labels`` (H,), and the
-    frame's layer inputs to ``inputs`` (L, HK). ``work`` (2, L, HK), ``emb`` (HK,), ``z`` (H * C,) and ``total``
-    (at least HK) are scratch."""
+    frame's layer inputs to ``inputs`` (L, HK). Its scratch is its own, so that threads may draft at once."""
     L, HK = start.shape
-    C = noise.shape[1]
-    known, act = work[0], work[1]  # the terms known before the frame's labels; the layers' outputs
+    H, C = noise.shape
+    known, act = np.empty((L, HK), np.float32), np.empty((L, HK), np.float32)  # before the labels; the outputs
+    emb, z, total = np.empty(HK, np.float32), np.empty(H * C, np.float32), np.empty(HK, np.float32)
     for layer in range(L):
         known[layer] = start[layer]
         near = 2 * layer

@@ -243,3 +243,27 @@ def test_drafting_the_next_block_meanwhile_changes_no_label(ahead, monkeypatch):
     fast = sample_fast(context, audio, noise=noise, draft="compiled", stats=stats)
     assert torch.equal(fast.labels, sample_reference(context, audio, noise=noise).labels)
     assert stats.path == "speculative" and stats.drafted_frames >= 100 and stats.checked_frames >= 100
+
+
+def test_the_compiled_draft_keeps_no_state_between_calls():
+    """Two threads drafting with one drafter at once get what each gets alone (its buffers are per call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    context = random_context(3, "strict")
+    H, C, L = context.heads, context.classes, len(context.layers)
+    HK = H * context.embedding.out_per_head
+    drafter = _prepare(context).drafter(compiled=True)
+    g = torch.Generator().manual_seed(1)
+    frames = [(torch.randn(L, HK, generator=g), torch.rand(L, HK, generator=g), torch.randn(H, C, generator=g))
+              for _ in range(2)]
+    keep, given = torch.zeros(H, dtype=torch.bool), torch.zeros(H, dtype=torch.long)
+    alone = [drafter.step(start, previous, noise, given, keep) for start, previous, noise in frames]
+
+    def many(k: int) -> bool:
+        start, previous, noise = frames[k]
+        return all(all(torch.equal(a, b) for a, b in zip(drafter.step(start, previous, noise, given, keep), alone[k],
+                                                           strict=True)) for _ in range(200))
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(many, [0, 1])) == [True, True]
+    assert not torch.equal(alone[0][1], alone[1][1])
