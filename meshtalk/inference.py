@@ -142,7 +142,8 @@ def smooth_regions(geometry: Tensor, masks: list[Tensor], *, size: int = 9, sigm
         # The vertices' 3 K values gathered from each frame's row of V * 3: 3.6x faster than gathering K vertices of
         # 3 values (index_select along the vertex axis) and 1.4x to write back, the same values.
         columns = (index[:, None] * 3 + torch.arange(3, device=index.device)).reshape(-1)  # (3 K,)
-        if out.device.type == "cpu" and out.dtype == torch.float32:  # in place, one compiled pass (to float rounding)
+        if out.device.type == "cpu" and out.dtype == torch.float32 and not out.requires_grad:
+            # In place, one compiled pass: the same values to float rounding.
             _smooth_columns(out.view(-1, out.shape[-3], out.shape[-2] * 3).numpy(), columns.numpy(),
                             weight.expand(-1, 3).reshape(-1).numpy(), gaussian_kernel(size, sigma).numpy())
             return
