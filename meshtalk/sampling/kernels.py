@@ -22,38 +22,44 @@ TABLE_COLUMNS = 5
 
 
 @njit(nogil=True, cache=True)
+def _add_product(out: np.ndarray, o0: int, x: np.ndarray, cols: int, weights: np.ndarray, offset: int,
+                 width: int) -> None:
+    """``out[:, o0 : o0 + width] += x[:, :cols] @ W`` for the rows of ``out`` (B, N) and ``x`` (B, K), W the
+    (cols x width) block at ``weights[offset:]``: four weight rows at a time, added into every row of ``out``
+    (slices, not offsets, so that the loops vectorise)."""
+    k = 0
+    while k + 4 <= cols:
+        a = offset + k * width
+        w0, w1 = weights[a : a + width], weights[a + width : a + 2 * width]
+        w2, w3 = weights[a + 2 * width : a + 3 * width], weights[a + 3 * width : a + 4 * width]
+        for b in range(out.shape[0]):
+            x0, x1, x2, x3 = x[b, k], x[b, k + 1], x[b, k + 2], x[b, k + 3]
+            o = out[b, o0 : o0 + width]
+            for j in range(width):
+                o[j] += (x0 * w0[j] + x1 * w1[j]) + (x2 * w2[j] + x3 * w3[j])
+        k += 4
+    while k < cols:
+        wk = weights[offset + k * width : offset + (k + 1) * width]
+        for b in range(out.shape[0]):
+            xv = x[b, k]
+            o = out[b, o0 : o0 + width]
+            for j in range(width):
+                o[j] += xv * wk[j]
+        k += 1
+
+
+@njit(nogil=True, cache=True)
 def wave_products(ins: np.ndarray, z: np.ndarray, table: np.ndarray, weights: np.ndarray, slope: float) -> None:
     """For each row of ``table``: ``out[:, o0 : o0 + width] += src[:, :cols] @ block``, then LeakyReLU(``slope``)
     on those columns for a context layer. ``ins`` (L + 1, B, HK): level l reads ``ins[l]`` and writes
     ``ins[l + 1]``; the logits (level L) read ``ins[L]`` and write ``z`` (B, H * C)."""
     L = ins.shape[0] - 1
-    B = ins.shape[1]
     for s in range(table.shape[0]):
         level, o0, width, cols, offset = table[s, 0], table[s, 1], table[s, 2], table[s, 3], table[s, 4]
         out = ins[level + 1] if level < L else z
-        src = ins[level]
-        k = 0
-        while k + 4 <= cols:
-            a = offset + k * width
-            w0, w1 = weights[a : a + width], weights[a + width : a + 2 * width]
-            w2, w3 = weights[a + 2 * width : a + 3 * width], weights[a + 3 * width : a + 4 * width]
-            for b in range(B):
-                x0, x1, x2, x3 = src[b, k], src[b, k + 1], src[b, k + 2], src[b, k + 3]
-                o = out[b, o0 : o0 + width]
-                for j in range(width):
-                    o[j] += (x0 * w0[j] + x1 * w1[j]) + (x2 * w2[j] + x3 * w3[j])
-            k += 4
-        while k < cols:
-            a = offset + k * width
-            wk = weights[a : a + width]
-            for b in range(B):
-                xv = src[b, k]
-                o = out[b, o0 : o0 + width]
-                for j in range(width):
-                    o[j] += xv * wk[j]
-            k += 1
+        _add_product(out, o0, ins[level], cols, weights, offset, width)
         if level < L:
-            for b in range(B):
+            for b in range(out.shape[0]):
                 o = out[b, o0 : o0 + width]
                 for j in range(width):
                     if o[j] < 0:
@@ -63,26 +69,9 @@ def wave_products(ins: np.ndarray, z: np.ndarray, table: np.ndarray, weights: np
 @njit(nogil=True, cache=True)
 def add_products(out: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
     """``out[l] += x[l] @ w[l]`` for every l: (L, B, N) += (L, B, K) @ (L, K, N)."""
-    L, B, K = x.shape
-    N = w.shape[2]
-    for layer in range(L):
-        k = 0
-        while k + 4 <= K:
-            w0, w1, w2, w3 = w[layer, k], w[layer, k + 1], w[layer, k + 2], w[layer, k + 3]
-            for b in range(B):
-                x0, x1, x2, x3 = x[layer, b, k], x[layer, b, k + 1], x[layer, b, k + 2], x[layer, b, k + 3]
-                o = out[layer, b]
-                for j in range(N):
-                    o[j] += (x0 * w0[j] + x1 * w1[j]) + (x2 * w2[j] + x3 * w3[j])
-            k += 4
-        while k < K:
-            wk = w[layer, k]
-            for b in range(B):
-                xv = x[layer, b, k]
-                o = out[layer, b]
-                for j in range(N):
-                    o[j] += xv * wk[j]
-            k += 1
+    K, N = w.shape[1], w.shape[2]
+    for layer in range(x.shape[0]):
+        _add_product(out[layer], 0, x[layer], K, w[layer].reshape(-1), 0, N)
 
 
 @njit(nogil=True, cache=True)
